@@ -1,0 +1,69 @@
+use polars::prelude::*;
+
+/// One Categorical mapping for every token string of a run, with the code of each
+/// (batch row, position). All strings are inserted before any frame is built, so every
+/// chunk carries the same dictionary (Arrow IPC files forbid replacing it).
+pub struct TokenDictionary {
+    dtype: DataType,
+    codes: Vec<Vec<u32>>,
+}
+
+impl TokenDictionary {
+    /// `rows[b][p]` = token of position `p` in batch row `b`.
+    pub fn new<'a, R, I>(rows: R) -> PolarsResult<TokenDictionary>
+    where
+        R: IntoIterator<Item = I>,
+        I: IntoIterator<Item = &'a str>,
+    {
+        let cats = Categories::random(PlSmallStr::from_static("attnframes"), CategoricalPhysical::U32);
+        let mapping = cats.mapping();
+        let codes = rows
+            .into_iter()
+            .map(|row| row.into_iter().map(|t| mapping.insert_cat(t)).collect::<PolarsResult<Vec<u32>>>())
+            .collect::<PolarsResult<Vec<_>>>()?;
+        Ok(TokenDictionary {
+            dtype: DataType::Categorical(cats, mapping),
+            codes,
+        })
+    }
+
+    /// Code of the token at `position` of batch row `batch`.
+    #[inline]
+    pub fn code(&self, batch: u32, position: u32) -> u32 {
+        self.codes[batch as usize][position as usize]
+    }
+
+    /// Codes of batch row `batch`, indexed by position.
+    pub fn row(&self, batch: u32) -> &[u32] {
+        &self.codes[batch as usize]
+    }
+
+    /// A token column from codes filled by the caller.
+    pub fn column(&self, name: &str, codes: Vec<u32>) -> Column {
+        let phys = UInt32Chunked::from_vec(name.into(), codes);
+        // SAFETY: every code came from `self.code`, i.e. from this mapping.
+        let ca = unsafe { Categorical32Chunked::from_cats_and_dtype_unchecked(phys, self.dtype.clone()) };
+        ca.into_series().into_column()
+    }
+}
+
+/// An all-null token column of `len` rows (no tokens were given), typed as a string column.
+pub fn null_token_column(name: &str, len: usize) -> Column {
+    Column::full_null(name.into(), len, &DataType::String)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_decode_to_their_strings() {
+        let d = TokenDictionary::new([vec!["[CLS]", "a", "b"], vec!["[CLS]", "b", "c"]]).unwrap();
+        assert_eq!(d.code(0, 0), d.code(1, 0));
+        assert_eq!(d.code(0, 2), d.code(1, 1));
+        let col = d.column("token", vec![d.code(1, 2), d.code(0, 1)]);
+        let s = col.as_materialized_series().cast(&DataType::String).unwrap();
+        let v: Vec<Option<&str>> = s.str().unwrap().into_iter().collect();
+        assert_eq!(v, vec![Some("c"), Some("a")]);
+    }
+}

@@ -1,0 +1,356 @@
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use polars::io::parquet::write::BatchedWriter as ParquetBatched;
+use polars::io::SerWriter;
+use polars::prelude::*;
+use polars_arrow::datatypes::{ArrowSchema, Metadata};
+use polars_arrow::io::ipc::write::{FileWriter, StreamWriter, WriteOptions};
+
+/// What can go wrong while writing; each variant names the output.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{}: {reason}", path.display())]
+    Output { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+type Result<T> = std::result::Result<T, SinkError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Parquet,
+    Csv,
+    /// Arrow IPC file (random access) for a path, Arrow IPC stream for stdout.
+    Ipc,
+}
+
+impl OutputFormat {
+    pub fn parse(name: &str) -> Option<OutputFormat> {
+        match name.to_ascii_lowercase().as_str() {
+            "parquet" | "pq" => Some(OutputFormat::Parquet),
+            "csv" => Some(OutputFormat::Csv),
+            "ipc" | "arrow" | "feather" => Some(OutputFormat::Ipc),
+            _ => None,
+        }
+    }
+}
+
+/// Where frames go: a file (format from its extension) or stdout (format required).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputTarget {
+    pub path: Option<PathBuf>,
+    pub format: OutputFormat,
+}
+
+impl OutputTarget {
+    /// `-o` and `--format`: `-` means stdout and needs a format; a path's extension wins
+    /// unless `--format` is given. Unknown extensions are Parquet.
+    pub fn parse(out: &str, format: Option<&str>) -> Result<OutputTarget> {
+        let explicit = match format {
+            Some(f) => Some(OutputFormat::parse(f).ok_or_else(|| {
+                SinkError::Usage(format!("--format {f}: expected parquet, csv or ipc"))
+            })?),
+            None => None,
+        };
+        if out == "-" {
+            return match explicit {
+                Some(OutputFormat::Parquet) => Err(SinkError::Usage(
+                    "-o - cannot stream Parquet (it needs a seekable file): use --format csv or ipc".into(),
+                )),
+                Some(f) => Ok(OutputTarget { path: None, format: f }),
+                None => Err(SinkError::Usage("-o - writes to stdout and needs --format csv|ipc".into())),
+            };
+        }
+        let path = PathBuf::from(out);
+        let by_ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .and_then(OutputFormat::parse)
+            .unwrap_or(OutputFormat::Parquet);
+        Ok(OutputTarget {
+            format: explicit.unwrap_or(by_ext),
+            path: Some(path),
+        })
+    }
+
+    pub fn display(&self) -> String {
+        match &self.path {
+            Some(p) => p.display().to_string(),
+            None => "<stdout>".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Zstd,
+    Snappy,
+    None,
+}
+
+impl Compression {
+    pub fn parse(name: &str) -> Option<Compression> {
+        match name {
+            "zstd" => Some(Compression::Zstd),
+            "snappy" => Some(Compression::Snappy),
+            "none" | "uncompressed" => Some(Compression::None),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SinkOptions {
+    pub compression: Compression,
+    /// Largest Parquet row group (and IPC record batch); larger chunks are split.
+    pub row_group_size: usize,
+    /// JSON stored under the `attnframes` key (Parquet key-value metadata, IPC schema metadata).
+    pub metadata_json: String,
+}
+
+impl Default for SinkOptions {
+    fn default() -> Self {
+        SinkOptions {
+            compression: Compression::Zstd,
+            row_group_size: 1 << 20,
+            metadata_json: "{}".into(),
+        }
+    }
+}
+
+enum Writer {
+    Parquet(Box<ParquetBatched<BufWriter<File>>>),
+    Csv(polars::io::csv::write::BatchedWriter<Box<dyn Write + Send>>),
+    IpcFile(FileWriter<BufWriter<File>>),
+    IpcStream(StreamWriter<Box<dyn Write + Send>>),
+}
+
+/// The single frame writer. Create it, [`write`](FrameSink::write) chunks whose schema stays
+/// the same, then [`finish`](FrameSink::finish); dropping it unfinished removes the temporary.
+pub struct FrameSink {
+    target: OutputTarget,
+    options: SinkOptions,
+    temp: Option<PathBuf>,
+    writer: Option<Writer>,
+    rows: u64,
+    finished: bool,
+}
+
+impl FrameSink {
+    /// Checks that the output can be created; the writer itself starts with the first chunk.
+    pub fn create(target: &OutputTarget, options: SinkOptions) -> Result<FrameSink> {
+        if options.row_group_size == 0 {
+            return Err(SinkError::Usage("--row-group-size must be at least 1".into()));
+        }
+        let temp = match &target.path {
+            Some(p) => Some(temp_path(p)?),
+            None => None,
+        };
+        Ok(FrameSink {
+            target: target.clone(),
+            options,
+            temp,
+            writer: None,
+            rows: 0,
+            finished: false,
+        })
+    }
+
+    fn err(&self, reason: impl std::fmt::Display) -> SinkError {
+        SinkError::Output {
+            path: self.target.path.clone().unwrap_or_else(|| "<stdout>".into()),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn open_file(&self) -> Result<BufWriter<File>> {
+        let temp = self.temp.as_ref().expect("file target has a temporary");
+        let f = File::create(temp).map_err(|e| self.err(format!("cannot create ({e})")))?;
+        Ok(BufWriter::with_capacity(1 << 20, f))
+    }
+
+    fn arrow_metadata(&self) -> Arc<Metadata> {
+        let mut m = Metadata::new();
+        m.insert("attnframes".into(), self.options.metadata_json.as_str().into());
+        Arc::new(m)
+    }
+
+    fn start(&mut self, df: &DataFrame) -> Result<Writer> {
+        let schema = df.schema();
+        let stdout = || -> Box<dyn Write + Send> { Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout())) };
+        let arrow_schema: ArrowSchema = df
+            .columns()
+            .iter()
+            .map(|c| c.field().to_arrow(CompatLevel::newest()))
+            .collect();
+        let w = match (self.target.format, self.target.path.is_some()) {
+            (OutputFormat::Parquet, _) => {
+                let compression = match self.options.compression {
+                    Compression::Zstd => ParquetCompression::Zstd(None),
+                    Compression::Snappy => ParquetCompression::Snappy,
+                    Compression::None => ParquetCompression::Uncompressed,
+                };
+                let w = ParquetWriter::new(self.open_file()?)
+                    .with_compression(compression)
+                    .with_statistics(StatisticsOptions::default())
+                    .with_key_value_metadata(Some(KeyValueMetadata::from_static(vec![(
+                        "attnframes".into(),
+                        self.options.metadata_json.clone(),
+                    )])))
+                    .batched(schema)
+                    .map_err(|e| self.err(e))?;
+                Writer::Parquet(Box::new(w))
+            }
+            (OutputFormat::Csv, is_file) => {
+                let out: Box<dyn Write + Send> = if is_file { Box::new(self.open_file()?) } else { stdout() };
+                let w = CsvWriter::new(out).include_header(true).batched(schema).map_err(|e| self.err(e))?;
+                Writer::Csv(w)
+            }
+            (OutputFormat::Ipc, true) => {
+                let mut w = FileWriter::new(self.open_file()?, Arc::new(arrow_schema), None, WriteOptions { compression: None });
+                w.set_custom_schema_metadata(self.arrow_metadata());
+                w.start().map_err(|e| self.err(e))?;
+                Writer::IpcFile(w)
+            }
+            (OutputFormat::Ipc, false) => {
+                let mut w = StreamWriter::new(stdout(), WriteOptions { compression: None });
+                w.set_custom_schema_metadata(self.arrow_metadata());
+                w.start(&arrow_schema, None).map_err(|e| self.err(e))?;
+                Writer::IpcStream(w)
+            }
+        };
+        Ok(w)
+    }
+
+    /// Writes one chunk; chunks longer than the row-group size are cut.
+    pub fn write(&mut self, df: &DataFrame) -> Result<()> {
+        if self.writer.is_none() {
+            let w = self.start(df)?;
+            self.writer = Some(w);
+        }
+        let mut df = df.clone();
+        df.rechunk_mut_par();
+        let step = self.options.row_group_size;
+        let mut offset = 0usize;
+        while offset < df.height() {
+            let piece = df.slice(offset as i64, step);
+            offset += piece.height();
+            self.write_piece(&piece)?;
+        }
+        self.rows += df.height() as u64;
+        Ok(())
+    }
+
+    fn write_piece(&mut self, df: &DataFrame) -> Result<()> {
+        let writer = self.writer.as_mut().expect("started");
+        let r = match writer {
+            Writer::Parquet(w) => w.write_batch(df),
+            Writer::Csv(w) => w.write_batch(df),
+            Writer::IpcFile(w) => df
+                .iter_chunks(CompatLevel::newest(), false)
+                .try_for_each(|b| w.write(&b, None)),
+            Writer::IpcStream(w) => df
+                .iter_chunks(CompatLevel::newest(), false)
+                .try_for_each(|b| w.write(&b, None)),
+        };
+        r.map_err(|e| self.err(e))
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Completes the output (footer, flush, rename into place); returns the rows written.
+    /// `empty` gives the schema when no chunk was written.
+    pub fn finish(mut self, empty: &DataFrame) -> Result<u64> {
+        if self.writer.is_none() {
+            self.writer = Some(self.start(empty)?);
+        }
+        let writer = self.writer.take().expect("started");
+        let r: std::result::Result<(), String> = match writer {
+            Writer::Parquet(w) => w.finish().map(|_| ()).map_err(|e| e.to_string()),
+            Writer::Csv(mut w) => w.finish().map_err(|e| e.to_string()),
+            Writer::IpcFile(mut w) => w
+                .finish()
+                .map_err(|e| e.to_string())
+                .and_then(|_| w.into_inner().flush().map_err(|e| e.to_string())),
+            Writer::IpcStream(mut w) => w
+                .finish()
+                .map_err(|e| e.to_string())
+                .and_then(|_| w.into_inner().flush().map_err(|e| e.to_string())),
+        };
+        r.map_err(|e| self.err(e))?;
+        if let (Some(temp), Some(path)) = (&self.temp, &self.target.path) {
+            std::fs::rename(temp, path).map_err(|e| self.err(format!("cannot move the finished file into place ({e})")))?;
+        }
+        self.finished = true;
+        Ok(self.rows)
+    }
+}
+
+impl Drop for FrameSink {
+    fn drop(&mut self) {
+        if !self.finished {
+            if let Some(t) = &self.temp {
+                let _ = std::fs::remove_file(t);
+            }
+        }
+    }
+}
+
+/// A hidden temporary beside `target`, so the final rename stays on one file system.
+fn temp_path(target: &Path) -> Result<PathBuf> {
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let bad = |reason: String| SinkError::Output {
+        path: target.to_path_buf(),
+        reason,
+    };
+    if !dir.is_dir() {
+        return Err(bad(format!("output directory {} does not exist", dir.display())));
+    }
+    if target.is_dir() {
+        return Err(bad("is a directory".into()));
+    }
+    let name = target.file_name().ok_or_else(|| bad("not a file name".into()))?;
+    Ok(dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_from_extension_and_format() {
+        let t = OutputTarget::parse("a/b.csv", None).unwrap();
+        assert_eq!(t.format, OutputFormat::Csv);
+        assert_eq!(OutputTarget::parse("x.arrow", None).unwrap().format, OutputFormat::Ipc);
+        assert_eq!(OutputTarget::parse("x.parquet", None).unwrap().format, OutputFormat::Parquet);
+        assert!(matches!(OutputTarget::parse("-", None), Err(SinkError::Usage(_))));
+        assert!(matches!(OutputTarget::parse("-", Some("parquet")), Err(SinkError::Usage(_))));
+        assert_eq!(OutputTarget::parse("-", Some("ipc")).unwrap().path, None);
+    }
+
+    #[test]
+    fn unfinished_output_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let target = OutputTarget::parse(d.path().join("x.parquet").to_str().unwrap(), None).unwrap();
+        let mut sink = FrameSink::create(&target, SinkOptions::default()).unwrap();
+        sink.write(&df!("a" => [1u32, 2]).unwrap()).unwrap();
+        drop(sink);
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn missing_directory_is_an_error() {
+        let target = OutputTarget::parse("/no/such/dir/x.parquet", None).unwrap();
+        assert!(FrameSink::create(&target, SinkOptions::default()).is_err());
+    }
+}

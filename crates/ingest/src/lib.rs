@@ -1,0 +1,52 @@
+//! # ingest — attention tensors in, f32 slabs out
+//!
+//! `ingest` knows files, not analyses. It opens attention tensors saved by numpy, torch or
+//! safetensors, checks every header against the file before allocating, and hands the
+//! analyses one Q × K slab at a time through [`AttentionSource`], the dense row source.
+//!
+//! - [`TensorFile`]: an opened `.npy` (C or Fortran order, format versions 1–3), `.npz`
+//!   member (stored: positioned reads; deflated: inflated once), `.safetensors` tensor, or an
+//!   `.npy` stream on stdin (`-`). Element types f16, bf16, f32, f64 (either byte order);
+//!   integer and bool arrays are read for masks and ids.
+//! - [`Layout`]: axis letters `L B H Q K`; 5-D defaults to `LBHQK`, 3-D `HQK`, 2-D `QK`.
+//! - [`AttentionSource`]: the selected `(batch, layer, head)` slabs in canonical order with
+//!   the attention mask, head importance, selections and [`Tokens`] applied once.
+//! - [`summarize`]: what `attnframes inspect` prints.
+//!
+//! Every error is an [`IngestError`] naming the file at fault.
+//!
+//! ```no_run
+//! use ingest::{AttentionSource, SlabBuffer, SourceOptions};
+//!
+//! let src = AttentionSource::open(&SourceOptions {
+//!     attn: "attentions.npy".into(),
+//!     layers: Some("11".into()),
+//!     ..Default::default()
+//! })?;
+//! let mut buf = SlabBuffer::default();
+//! for id in src.slabs() {
+//!     src.read_slab(id, &mut buf)?; // buf.values: queries × keys, row-major
+//!     let row0: f32 = buf.values[..src.dims.keys].iter().sum();
+//!     println!("layer {} head {}: row 0 sums to {row0}", id.layer, id.head);
+//! }
+//! # Ok::<(), ingest::IngestError>(())
+//! ```
+
+pub mod dtype;
+mod error;
+mod inspect;
+pub mod layout;
+pub mod npy;
+mod selection;
+mod source;
+mod tensor;
+mod tokens;
+
+pub use dtype::{Dtype, Element};
+pub use error::{IngestError, Result};
+pub use inspect::{summarize, HeadRowSums, TensorSummary};
+pub use layout::Layout;
+pub use selection::parse_selection;
+pub use source::{AttentionSource, Dims, SlabBuffer, SlabId, SourceOptions, TokenSpec};
+pub use tensor::{Container, TensorFile};
+pub use tokens::{Tokens, Vocab};

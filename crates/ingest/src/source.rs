@@ -1,0 +1,307 @@
+//! The dense row source: attention slabs (one Q × K matrix per batch, layer, head) in
+//! canonical order, with masks, head importance, selections and tokens applied once.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{bail, IngestError, Result};
+use crate::layout::{self, Layout};
+use crate::selection::parse_selection;
+use crate::tensor::TensorFile;
+use crate::tokens::Tokens;
+
+/// Where the token strings come from.
+#[derive(Debug, Clone, Default)]
+pub enum TokenSpec {
+    #[default]
+    None,
+    File(PathBuf),
+    Ids { ids: PathBuf, vocab: PathBuf },
+}
+
+/// Everything that defines a dense attention input.
+#[derive(Debug, Clone, Default)]
+pub struct SourceOptions {
+    pub attn: PathBuf,
+    pub attn_key: Option<String>,
+    pub layout: Option<String>,
+    pub attention_mask: Option<PathBuf>,
+    pub tokens: TokenSpec,
+    pub head_importance: Option<PathBuf>,
+    pub layers: Option<String>,
+    pub heads: Option<String>,
+    pub batch: Option<String>,
+    pub allow_nan: bool,
+}
+
+/// One (batch, layer, head) slab, numbered as in the tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SlabId {
+    pub batch: u32,
+    pub layer: u16,
+    pub head: u16,
+}
+
+/// Sizes of the canonical axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    pub layers: usize,
+    pub batch: usize,
+    pub heads: usize,
+    pub queries: usize,
+    pub keys: usize,
+}
+
+/// How one slab sits in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlabPlan {
+    /// Q × K row-major block.
+    Contiguous,
+    /// K × Q block (the file stores keys before queries).
+    Transposed,
+    /// Anything else; the data is in memory and gathered element by element.
+    Strided,
+}
+
+/// Reused per-thread scratch for reading slabs.
+#[derive(Default)]
+pub struct SlabBuffer {
+    bytes: Vec<u8>,
+    pub values: Vec<f32>,
+}
+
+/// A dense attention tensor opened for analysis: the row source every analysis consumes.
+pub struct AttentionSource {
+    pub tensor: TensorFile,
+    pub layout: Layout,
+    pub dims: Dims,
+    strides: [u64; 5],
+    plan: SlabPlan,
+    /// Valid (non-padded) key positions of each batch row, ascending.
+    valid: Vec<Vec<u32>>,
+    /// Valid query positions (the mask's positions too when there is one).
+    valid_queries: Vec<Vec<u32>>,
+    pub tokens: Option<Tokens>,
+    head_importance: Option<Vec<f64>>,
+    pub layers: Vec<u16>,
+    pub heads: Vec<u16>,
+    pub batches: Vec<u32>,
+    allow_nan: bool,
+}
+
+impl AttentionSource {
+    pub fn open(opts: &SourceOptions) -> Result<AttentionSource> {
+        let tensor = TensorFile::open(&opts.attn, opts.attn_key.as_deref())?;
+        let path = tensor.path.clone();
+        if !tensor.element.is_float() {
+            bail!(&path, "attention must be float16/32/64 (or bfloat16), got {}", tensor.element.name());
+        }
+        let layout = Layout::resolve(opts.layout.as_deref(), &tensor.shape, &path)?;
+        let [nl, nb, nh, nq, nk] = layout.canonical_shape(&tensor.shape);
+        if nq == 0 || nk == 0 || nl == 0 || nb == 0 || nh == 0 {
+            bail!(&path, "tensor {:?} has an empty axis", tensor.shape);
+        }
+        let dims = Dims {
+            layers: nl,
+            batch: nb,
+            heads: nh,
+            queries: nq,
+            keys: nk,
+        };
+        let strides = layout.canonical_strides(&tensor.strides());
+        let plan = if strides[layout::K] == 1 && strides[layout::Q] == nk as u64 {
+            SlabPlan::Contiguous
+        } else if strides[layout::Q] == 1 && strides[layout::K] == nq as u64 {
+            SlabPlan::Transposed
+        } else {
+            SlabPlan::Strided
+        };
+        let sel = |spec: &Option<String>, n: usize, what: &str| {
+            parse_selection(spec.as_deref(), n, what).map_err(|r| IngestError::invalid(&path, r))
+        };
+        let layers = sel(&opts.layers, nl, "layer")?.into_iter().map(|i| i as u16).collect();
+        let heads = sel(&opts.heads, nh, "head")?.into_iter().map(|i| i as u16).collect();
+        let batches = sel(&opts.batch, nb, "batch")?.into_iter().map(|i| i as u32).collect();
+        let (valid, valid_queries) = match &opts.attention_mask {
+            Some(p) => {
+                let v = read_mask(p, nb, nq, nk)?;
+                (v.clone(), v)
+            }
+            None => (vec![(0..nk as u32).collect(); nb], vec![(0..nq as u32).collect(); nb]),
+        };
+        let tokens = match &opts.tokens {
+            TokenSpec::None => None,
+            TokenSpec::File(p) => Some(Tokens::from_file(p, nb, square(&path, nq, nk)?)?),
+            TokenSpec::Ids { ids, vocab } => Some(Tokens::from_ids(ids, vocab, nb, square(&path, nq, nk)?)?),
+        };
+        let head_importance = match &opts.head_importance {
+            Some(p) => Some(read_head_importance(p, nl, nh)?),
+            None => None,
+        };
+        let mut source = AttentionSource {
+            tensor,
+            layout,
+            dims,
+            strides,
+            plan,
+            valid,
+            valid_queries,
+            tokens,
+            head_importance,
+            layers,
+            heads,
+            batches,
+            allow_nan: opts.allow_nan,
+        };
+        // Slabs that are not contiguous, or a stream whose order is not slab order, are
+        // read from memory (the file's own order cannot be followed slab by slab).
+        let stream_out_of_order = !source.tensor.is_seekable() && !source.offsets_ascend();
+        if source.plan == SlabPlan::Strided || stream_out_of_order {
+            source.tensor.load_into_memory()?;
+        }
+        Ok(source)
+    }
+
+    fn offsets_ascend(&self) -> bool {
+        let offs: Vec<u64> = self.slabs().iter().map(|&s| self.slab_offset(s)).collect();
+        offs.windows(2).all(|w| w[0] < w[1])
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.tensor.path
+    }
+
+    /// The selected slabs in canonical order: batch, then layer, then head.
+    pub fn slabs(&self) -> Vec<SlabId> {
+        let mut out = Vec::with_capacity(self.batches.len() * self.layers.len() * self.heads.len());
+        for &batch in &self.batches {
+            for &layer in &self.layers {
+                for &head in &self.heads {
+                    out.push(SlabId { batch, layer, head });
+                }
+            }
+        }
+        out
+    }
+
+    /// Valid key positions of batch row `b` (all keys without a mask).
+    pub fn valid_keys(&self, b: u32) -> &[u32] {
+        &self.valid[b as usize]
+    }
+
+    /// Valid query positions of batch row `b` (all queries without a mask).
+    pub fn valid_queries(&self, b: u32) -> &[u32] {
+        &self.valid_queries[b as usize]
+    }
+
+    /// True when slabs may be read concurrently and in any order.
+    pub fn is_seekable(&self) -> bool {
+        self.tensor.is_seekable()
+    }
+
+    /// Token string of position `p` in batch row `b`, if tokens were given.
+    pub fn token(&self, b: u32, p: u32) -> Option<&str> {
+        self.tokens.as_ref().map(|t| t.row(b as usize)[p as usize].as_str())
+    }
+
+    fn slab_offset(&self, s: SlabId) -> u64 {
+        s.layer as u64 * self.strides[layout::L]
+            + s.batch as u64 * self.strides[layout::B]
+            + s.head as u64 * self.strides[layout::H]
+    }
+
+    /// Fills `buf.values` with the slab's Q × K matrix (row = query), converted to f32 and
+    /// multiplied by the head's importance. NaN/Inf is an error unless allowed.
+    pub fn read_slab(&self, s: SlabId, buf: &mut SlabBuffer) -> Result<()> {
+        let (nq, nk) = (self.dims.queries, self.dims.keys);
+        let n = nq * nk;
+        let e = self.tensor.element;
+        let w = e.size();
+        let start = self.slab_offset(s);
+        buf.values.resize(n, 0.0);
+        match self.plan {
+            SlabPlan::Contiguous if e == crate::dtype::Element::little(crate::dtype::Dtype::F32) => {
+                // SAFETY: any byte pattern is a valid f32; the slice covers exactly `n` floats.
+                let bytes = unsafe { std::slice::from_raw_parts_mut(buf.values.as_mut_ptr() as *mut u8, n * 4) };
+                self.tensor.read_at(start * 4, bytes)?;
+            }
+            SlabPlan::Contiguous => {
+                buf.bytes.resize(n * w, 0);
+                self.tensor.read_at(start * w as u64, &mut buf.bytes)?;
+                e.floats_to_f32(&buf.bytes, &mut buf.values);
+            }
+            SlabPlan::Transposed => {
+                buf.bytes.resize(n * w, 0);
+                self.tensor.read_at(start * w as u64, &mut buf.bytes)?;
+                for (k, col) in buf.bytes.chunks_exact(nq * w).enumerate() {
+                    for (q, c) in col.chunks_exact(w).enumerate() {
+                        buf.values[q * nk + k] = e.to_f64(c) as f32;
+                    }
+                }
+            }
+            SlabPlan::Strided => {
+                let (sq, sk) = (self.strides[layout::Q], self.strides[layout::K]);
+                let mut one = [0u8; 8];
+                for q in 0..nq {
+                    for k in 0..nk {
+                        let off = (start + q as u64 * sq + k as u64 * sk) * w as u64;
+                        self.tensor.read_at(off, &mut one[..w])?;
+                        buf.values[q * nk + k] = e.to_f64(&one[..w]) as f32;
+                    }
+                }
+            }
+        }
+        if !self.allow_nan {
+            if let Some(i) = buf.values.iter().position(|v| !v.is_finite()) {
+                bail!(
+                    self.path(),
+                    "attention contains {} at layer {}, batch {}, head {}, query {}, key {} (use --allow-nan to rank it last)",
+                    buf.values[i], s.layer, s.batch, s.head, i / nk, i % nk
+                );
+            }
+        }
+        if let Some(hi) = &self.head_importance {
+            let f = hi[s.layer as usize * self.dims.heads + s.head as usize];
+            for v in &mut buf.values {
+                *v = (*v as f64 * f) as f32;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn square(path: &Path, nq: usize, nk: usize) -> Result<usize> {
+    if nq != nk {
+        bail!(path, "tokens and masks need square attention, got {nq} queries × {nk} keys");
+    }
+    Ok(nq)
+}
+
+fn read_mask(path: &Path, batch: usize, nq: usize, nk: usize) -> Result<Vec<Vec<u32>>> {
+    let m = TensorFile::open(path, None)?;
+    let seq = nk;
+    if nq != nk {
+        bail!(path, "an attention mask needs square attention, got {nq} queries × {nk} keys");
+    }
+    let rows = match m.shape.as_slice() {
+        [b, s] if *b == batch && *s == seq => batch,
+        [s] if *s == seq => 1,
+        shape => bail!(path, "mask shape {shape:?} does not match (batch, sequence) = ({batch}, {seq})"),
+    };
+    let v = m.to_f64_vec()?;
+    let valid: Vec<Vec<u32>> = (0..rows)
+        .map(|r| (0..seq).filter(|&p| v[r * seq + p] != 0.0).map(|p| p as u32).collect())
+        .collect();
+    Ok(if rows == 1 { vec![valid[0].clone(); batch] } else { valid })
+}
+
+fn read_head_importance(path: &Path, layers: usize, heads: usize) -> Result<Vec<f64>> {
+    let t = TensorFile::open(path, None)?;
+    if t.shape != [layers, heads] {
+        bail!(path, "head importance shape {:?} does not match (layers, heads) = ({layers}, {heads})", t.shape);
+    }
+    let v = t.to_f64_vec()?;
+    if let Some(x) = v.iter().find(|x| !x.is_finite()) {
+        bail!(path, "head importance contains {x}");
+    }
+    Ok(v)
+}

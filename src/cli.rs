@@ -1,0 +1,161 @@
+//! The command line: clap types only; `run` turns them into option structs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "attnframes", version, about = "Transformer attention tensors as long-format frames (Parquet, CSV, Arrow IPC)")]
+pub struct Cli {
+    /// No progress bar.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Worker threads (default: all cores). Output is identical for any value.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub threads: Option<u32>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Shape, dtype, format, layout, row-sum ranges and NaN/Inf counts of tensor files.
+    Inspect(InspectArgs),
+    /// For every (batch, layer, head, query) the k highest-scoring keys.
+    Topk(TopkArgs),
+    /// Attention each key receives, summed over the valid queries.
+    Received(ReceivedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Tensor files (.npy, .npz, .safetensors).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Array name inside .npz/.safetensors.
+    #[arg(long)]
+    pub attn_key: Option<String>,
+    /// Axis letters (L B H Q K) for the row-sum statistics.
+    #[arg(long)]
+    pub layout: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where the attention comes from and what of it is used.
+#[derive(Debug, Args)]
+pub struct InputArgs {
+    /// Attention tensor: .npy (C or Fortran order), .npz, .safetensors, or - for an .npy on stdin.
+    #[arg(long)]
+    pub attn: PathBuf,
+    /// Array name inside .npz/.safetensors (default: `attentions`, else the only array).
+    #[arg(long)]
+    pub attn_key: Option<String>,
+    /// Axis letters L B H Q K (default LBHQK for 5-D, HQK for 3-D, QK for 2-D; 4-D needs it).
+    #[arg(long)]
+    pub layout: Option<String>,
+    /// (B,S) padding mask, 0 = padding: padded queries and keys are left out.
+    #[arg(long)]
+    pub attention_mask: Option<PathBuf>,
+    /// Tokens: .txt (one per line) or .json (a list, or a list of lists per batch row).
+    #[arg(long, conflicts_with = "input_ids")]
+    pub tokens: Option<PathBuf>,
+    /// Token ids (B,S) .npy, turned into tokens with --vocab.
+    #[arg(long, requires = "vocab")]
+    pub input_ids: Option<PathBuf>,
+    /// vocab.txt, vocab.json or tokenizer.json for --input-ids.
+    #[arg(long, requires = "input_ids")]
+    pub vocab: Option<PathBuf>,
+    /// (L,H) head importance: each head's attention is multiplied by it first.
+    #[arg(long)]
+    pub head_importance: Option<PathBuf>,
+    /// Layers to use, e.g. 0,3,8-11 (tensor numbering is kept).
+    #[arg(long)]
+    pub layers: Option<String>,
+    /// Heads to use, e.g. 0-5.
+    #[arg(long)]
+    pub heads: Option<String>,
+    /// Batch rows to use, e.g. 2.
+    #[arg(long)]
+    pub batch: Option<String>,
+    /// Accept NaN/Inf in attention (ranked last) instead of failing.
+    #[arg(long)]
+    pub allow_nan: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatArg {
+    Parquet,
+    Csv,
+    Ipc,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CompressionArg {
+    Zstd,
+    Snappy,
+    None,
+}
+
+/// Where the frame goes.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Output: .parquet, .csv, .arrow/.ipc; - for stdout (needs --format).
+    #[arg(long, short)]
+    pub output: String,
+    /// Output format (overrides the extension; required with -o -).
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// Parquet compression.
+    #[arg(long, value_enum, default_value = "zstd")]
+    pub compression: CompressionArg,
+    /// Rows per Parquet row group (and Arrow record batch).
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub row_group_size: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct TopkArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Keys per query (clamped to the number of valid keys).
+    #[arg(short, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub k: u64,
+    /// Rank every valid key (overrides -k).
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum NormalizeArg {
+    None,
+    Minmax,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReduceArg {
+    None,
+    Heads,
+    Layers,
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct ReceivedArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Min-max normalise over every selected (batch, layer, head, position) before reducing.
+    #[arg(long, value_enum, default_value = "none")]
+    pub normalize: NormalizeArg,
+    /// Sum over heads, layers or both after normalising.
+    #[arg(long, value_enum, default_value = "none")]
+    pub reduce: ReduceArg,
+    /// Keep ranks ≤ k (default: every rank).
+    #[arg(short, value_parser = clap::value_parser!(u64).range(1..))]
+    pub k: Option<u64>,
+}

@@ -1,0 +1,221 @@
+//! Wiring: option structs from the CLI, source → analysis → sink.
+
+use std::io::{IsTerminal, Write};
+
+use frame_sink::{Compression, FrameSink, OutputTarget, SinkOptions, TokenDictionary};
+use indicatif::{ProgressBar, ProgressStyle};
+use ingest::{AttentionSource, SourceOptions, TokenSpec};
+use polars::prelude::DataFrame;
+use serde_json::{json, Value};
+use topk_frames::{received_frame, Normalize, ReceivedOptions, Reduce, TopkFrames, TopkOptions};
+
+use crate::cli::*;
+use crate::CliError;
+
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    if let Some(n) = cli.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n as usize)
+            .build_global()
+            .map_err(|e| CliError::usage(format!("--threads {n}: {e}")))?;
+    }
+    let progress = cli.quiet || !std::io::stderr().is_terminal();
+    match cli.command {
+        Command::Inspect(a) => inspect(&a),
+        Command::Topk(a) => topk(&a, !progress),
+        Command::Received(a) => received(&a),
+    }
+}
+
+fn inspect(a: &InspectArgs) -> Result<(), CliError> {
+    let mut all = Vec::new();
+    for f in &a.files {
+        all.push(ingest::summarize(f, a.attn_key.as_deref(), a.layout.as_deref())?);
+    }
+    let text = if a.json {
+        serde_json::to_string_pretty(&all).expect("summary serialises") + "\n"
+    } else {
+        all.iter().map(describe).collect()
+    };
+    // A closed pipe (`inspect … | head`) is not an error worth a message.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(())
+}
+
+fn describe(s: &ingest::TensorSummary) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let key = s.key.as_ref().map(|k| format!(" (array '{k}')")).unwrap_or_default();
+    let dims: Vec<String> = s.shape.iter().map(|d| d.to_string()).collect();
+    let order = if s.fortran_order { " Fortran order" } else { "" };
+    let _ = writeln!(out, "{}\n  format     {}{key}\n  dtype      {}", s.path, s.format, s.dtype);
+    let _ = writeln!(out, "  shape      ({}){order}", dims.join(", "));
+    let _ = match &s.layout {
+        Some(l) => writeln!(out, "  layout     {l}"),
+        None => writeln!(out, "  layout     unknown: {}", s.layout_note.as_deref().unwrap_or("")),
+    };
+    if let Some(b) = s.bytes_on_disk {
+        let _ = writeln!(out, "  on disk    {b} bytes");
+    }
+    if let (Some(nan), Some(inf)) = (s.nan, s.inf) {
+        let _ = writeln!(out, "  NaN / Inf  {nan} / {inf}");
+    }
+    if !s.row_sums.is_empty() {
+        let lo = s.row_sums.iter().map(|h| h.min).fold(f64::INFINITY, f64::min);
+        let hi = s.row_sums.iter().map(|h| h.max).fold(f64::NEG_INFINITY, f64::max);
+        let _ = writeln!(out, "  row sums   {lo:.6} … {hi:.6} over every head (1 = rows are probabilities)");
+        let _ = writeln!(out, "  per (layer, head) row-sum range:");
+        for h in &s.row_sums {
+            let _ = writeln!(out, "    layer {:>3} head {:>3}  {:.6} … {:.6}", h.layer, h.head, h.min, h.max);
+        }
+    }
+    out
+}
+
+fn source_options(a: &InputArgs) -> SourceOptions {
+    SourceOptions {
+        attn: a.attn.clone(),
+        attn_key: a.attn_key.clone(),
+        layout: a.layout.clone(),
+        attention_mask: a.attention_mask.clone(),
+        tokens: match (&a.tokens, &a.input_ids, &a.vocab) {
+            (Some(t), _, _) => TokenSpec::File(t.clone()),
+            (None, Some(ids), Some(vocab)) => TokenSpec::Ids {
+                ids: ids.clone(),
+                vocab: vocab.clone(),
+            },
+            _ => TokenSpec::None,
+        },
+        head_importance: a.head_importance.clone(),
+        layers: a.layers.clone(),
+        heads: a.heads.clone(),
+        batch: a.batch.clone(),
+        allow_nan: a.allow_nan,
+    }
+}
+
+fn token_dictionary(src: &AttentionSource) -> Result<Option<TokenDictionary>, CliError> {
+    let Some(t) = &src.tokens else { return Ok(None) };
+    let rows = (0..t.batch_rows()).map(|b| t.row(b).iter().map(String::as_str));
+    Ok(Some(TokenDictionary::new(rows)?))
+}
+
+fn path_str(p: &Option<std::path::PathBuf>) -> Value {
+    p.as_ref().map_or(Value::Null, |p| Value::String(p.display().to_string()))
+}
+
+/// The `attnframes` metadata: command, inputs, shapes, options, version.
+fn metadata(command: &str, a: &InputArgs, src: &AttentionSource, options: Value) -> String {
+    let inputs = json!({
+        "attn": a.attn.display().to_string(),
+        "attn_key": src.tensor.key,
+        "attention_mask": path_str(&a.attention_mask),
+        "tokens": path_str(&a.tokens),
+        "input_ids": path_str(&a.input_ids),
+        "vocab": path_str(&a.vocab),
+        "head_importance": path_str(&a.head_importance),
+    });
+    json!({
+        "command": command,
+        "inputs": inputs,
+        "shapes": {"attn": src.tensor.shape, "layout": src.layout.letters(), "dtype": src.tensor.element.name()},
+        "options": options,
+        "version": env!("CARGO_PKG_VERSION"),
+    })
+    .to_string()
+}
+
+fn open_sink(o: &OutputArgs, metadata_json: String) -> Result<FrameSink, CliError> {
+    let format = o.format.map(|f| match f {
+        FormatArg::Parquet => "parquet",
+        FormatArg::Csv => "csv",
+        FormatArg::Ipc => "ipc",
+    });
+    let target = OutputTarget::parse(&o.output, format)?;
+    let compression = match o.compression {
+        CompressionArg::Zstd => Compression::Zstd,
+        CompressionArg::Snappy => Compression::Snappy,
+        CompressionArg::None => Compression::None,
+    };
+    Ok(FrameSink::create(
+        &target,
+        SinkOptions {
+            compression,
+            row_group_size: o.row_group_size as usize,
+            metadata_json,
+        },
+    )?)
+}
+
+fn selection_options(a: &InputArgs) -> Value {
+    json!({"layers": a.layers, "heads": a.heads, "batch": a.batch, "layout": a.layout, "allow_nan": a.allow_nan})
+}
+
+fn topk(a: &TopkArgs, show_progress: bool) -> Result<(), CliError> {
+    // Output problems (missing directory, -o - without --format) are found before any reading.
+    open_sink(&a.output, String::new())?;
+    let src = AttentionSource::open(&source_options(&a.input))?;
+    let tokens = token_dictionary(&src)?;
+    let k = (!a.all).then_some(a.k as usize);
+    let mut options = selection_options(&a.input);
+    options["k"] = json!(k);
+    options["all"] = json!(a.all);
+    let mut sink = open_sink(&a.output, metadata("topk", &a.input, &src, options))?;
+    let mut frames = TopkFrames::new(
+        &src,
+        tokens.as_ref(),
+        TopkOptions {
+            k,
+            chunk_rows: a.output.row_group_size as usize,
+        },
+    )?;
+    let bar = progress_bar(show_progress, frames.progress().1 as u64, "slabs");
+    let empty = frames.empty()?;
+    while let Some(chunk) = frames.next() {
+        sink.write(&chunk?)?;
+        bar.set_position(frames.progress().0 as u64);
+    }
+    sink.finish(&empty)?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn received(a: &ReceivedArgs) -> Result<(), CliError> {
+    open_sink(&a.output, String::new())?;
+    let src = AttentionSource::open(&source_options(&a.input))?;
+    let tokens = token_dictionary(&src)?;
+    let opts = ReceivedOptions {
+        normalize: match a.normalize {
+            NormalizeArg::None => Normalize::None,
+            NormalizeArg::Minmax => Normalize::MinMax,
+        },
+        reduce: match a.reduce {
+            ReduceArg::None => Reduce::None,
+            ReduceArg::Heads => Reduce::Heads,
+            ReduceArg::Layers => Reduce::Layers,
+            ReduceArg::All => Reduce::All,
+        },
+        k: a.k.map(|k| k as usize),
+    };
+    let mut options = selection_options(&a.input);
+    options["normalize"] = json!(format!("{:?}", opts.normalize).to_lowercase());
+    options["reduce"] = json!(format!("{:?}", opts.reduce).to_lowercase());
+    options["k"] = json!(opts.k);
+    let mut sink = open_sink(&a.output, metadata("received", &a.input, &src, options))?;
+    let df: DataFrame = received_frame(&src, tokens.as_ref(), opts)?;
+    sink.write(&df)?;
+    sink.finish(&df)?;
+    Ok(())
+}
+
+fn progress_bar(show: bool, total: u64, unit: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {unit} {{elapsed}} (eta {{eta}})"))
+            .expect("valid template"),
+    );
+    bar
+}
