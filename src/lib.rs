@@ -44,7 +44,7 @@ impl<E: Into<anyhow::Error>> From<E> for CliError {
         let usage = matches!(e.downcast_ref::<topk_frames::FrameError>(), Some(topk_frames::FrameError::Usage(_)))
             || matches!(e.downcast_ref::<frame_sink::SinkError>(), Some(frame_sink::SinkError::Usage(_)));
         CliError {
-            message: format!("{e:#}"),
+            message: e.to_string(),
             usage,
         }
     }

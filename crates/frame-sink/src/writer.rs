@@ -122,6 +122,9 @@ impl Default for SinkOptions {
     }
 }
 
+/// Arrow IPC with plain (large) strings: pyarrow cannot cast dictionaries of string views.
+const IPC_COMPAT: CompatLevel = CompatLevel::oldest();
+
 enum Writer {
     Parquet(Box<ParquetBatched<BufWriter<File>>>),
     Csv(polars::io::csv::write::BatchedWriter<Box<dyn Write + Send>>),
@@ -182,11 +185,7 @@ impl FrameSink {
     fn start(&mut self, df: &DataFrame) -> Result<Writer> {
         let schema = df.schema();
         let stdout = || -> Box<dyn Write + Send> { Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout())) };
-        let arrow_schema: ArrowSchema = df
-            .columns()
-            .iter()
-            .map(|c| c.field().to_arrow(CompatLevel::newest()))
-            .collect();
+        let arrow_schema: ArrowSchema = df.columns().iter().map(|c| c.field().to_arrow(IPC_COMPAT)).collect();
         let w = match (self.target.format, self.target.path.is_some()) {
             (OutputFormat::Parquet, _) => {
                 let compression = match self.options.compression {
@@ -251,10 +250,10 @@ impl FrameSink {
             Writer::Parquet(w) => w.write_batch(df),
             Writer::Csv(w) => w.write_batch(df),
             Writer::IpcFile(w) => df
-                .iter_chunks(CompatLevel::newest(), false)
+                .iter_chunks(IPC_COMPAT, false)
                 .try_for_each(|b| w.write(&b, None)),
             Writer::IpcStream(w) => df
-                .iter_chunks(CompatLevel::newest(), false)
+                .iter_chunks(IPC_COMPAT, false)
                 .try_for_each(|b| w.write(&b, None)),
         };
         r.map_err(|e| self.err(e))
