@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# attnframes against the numpy + pyarrow peer (../shared/bench/peer_numpy.py), same inputs,
+# same run: wall time (best of 3, process start included, page cache warm) and peak RSS
+# (/usr/bin/time -v, max over the runs).
+#
+#   benches/compare.sh [--only bert512,dense2048]
+#
+# Inputs are generated once into bench-data/ (about 2.6 GB) by ../shared/bench/gen_inputs.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bench=../shared/bench
+data=bench-data
+only=bert512,dense2048
+[ "${1:-}" = "--only" ] && only=$2
+py=.venv/bin/python
+[ -x "$py" ] || { python3 -m venv .venv; .venv/bin/pip install -q numpy pyarrow; }
+[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+target="${CARGO_TARGET_DIR:-target}"
+cargo build --release --locked -q
+bin="$target/release/attnframes"
+"$py" "$bench/gen_inputs.py" --out "$data" --only "$only" >&2
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+measure() { # label, command...: prints "best_seconds peak_rss_mb"
+  local best=999999 rss=0
+  for _ in 1 2 3; do
+    local t0 t1
+    t0=$(date +%s.%N)
+    /usr/bin/time -v -o "$out/time.txt" "$@" >/dev/null 2>"$out/err.txt" || { cat "$out/err.txt" >&2; return 1; }
+    t1=$(date +%s.%N)
+    best=$(echo "$t0 $t1 $best" | awk '{d=$2-$1; print (d<$3)?d:$3}')
+    local r
+    r=$(awk -F': ' '/Maximum resident/ {print int($2/1024)}' "$out/time.txt")
+    [ "$r" -gt "$rss" ] && rss=$r
+  done
+  echo "$best $rss"
+}
+
+printf '%-36s %10s %10s %10s %10s %8s\n' workload "af (s)" "af RSS MB" "peer (s)" "peer RSS" speedup
+row() { # label, attnframes args, peer args
+  local label=$1 af_args=$2 peer_args=$3
+  read -r at ar < <(measure "$bin" $af_args)
+  read -r pt pr < <(measure "$py" "$bench/peer_numpy.py" $peer_args)
+  printf '%-36s %10.3f %10d %10.3f %10d %7.1fx\n' "$label" "$at" "$ar" "$pt" "$pr" "$(echo "$pt $at" | awk '{print $1/$2}')"
+}
+
+for w in ${only//,/ }; do
+  a="$data/$w/attn.npy"
+  t="$data/$w/tokens.json"
+  row "$w topk -k 10" "--quiet topk --attn $a --tokens $t -k 10 -o $out/af.parquet" \
+      "topk --attn $a --tokens $t -k 10 -o $out/peer.parquet"
+  row "$w received --normalize minmax" "--quiet received --attn $a --tokens $t --normalize minmax -o $out/af.parquet" \
+      "received --attn $a --tokens $t --normalize minmax -o $out/peer.parquet"
+  if [ "$w" = bert512 ]; then
+    row "$w topk --all" "--quiet topk --attn $a --tokens $t --all -o $out/af.parquet" \
+        "topk --attn $a --tokens $t --all -o $out/peer.parquet"
+  fi
+done
