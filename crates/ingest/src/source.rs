@@ -1,7 +1,10 @@
 //! The dense row source: attention slabs (one Q × K matrix per batch, layer, head) in
 //! canonical order, with masks, head importance, selections and tokens applied once.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+
+use crate::dtype::{Dtype, Element};
 
 use crate::error::{bail, IngestError, Result};
 use crate::layout::{self, Layout};
@@ -54,13 +57,15 @@ pub struct Dims {
 /// How one slab sits in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlabPlan {
-    /// Q × K row-major block.
+    /// Q × K row-major block: row blocks are read with positioned reads.
     Contiguous,
-    /// K × Q block (the file stores keys before queries).
-    Transposed,
-    /// Anything else; the data is in memory and gathered element by element.
+    /// Anything else (keys before queries, Fortran order): the data is in memory and
+    /// gathered element by element.
     Strided,
 }
+
+/// Rows per block so that one block of f32 values stays in the L2 cache.
+const BLOCK_VALUES: usize = 1 << 16;
 
 /// Reused per-thread scratch for reading slabs.
 #[derive(Default)]
@@ -110,8 +115,6 @@ impl AttentionSource {
         let strides = layout.canonical_strides(&tensor.strides());
         let plan = if strides[layout::K] == 1 && strides[layout::Q] == nk as u64 {
             SlabPlan::Contiguous
-        } else if strides[layout::Q] == 1 && strides[layout::K] == nq as u64 {
-            SlabPlan::Transposed
         } else {
             SlabPlan::Strided
         };
@@ -209,17 +212,56 @@ impl AttentionSource {
             + s.head as u64 * self.strides[layout::H]
     }
 
-    /// Fills `buf.values` with the slab's Q × K matrix (row = query), converted to f32 and
-    /// multiplied by the head's importance. NaN/Inf is an error unless allowed.
+    /// Query rows per block such that a block of values fits in cache: analyses read a slab
+    /// block by block with [`read_rows`](Self::read_rows) and work on it while it is hot.
+    pub fn rows_per_block(&self) -> usize {
+        (BLOCK_VALUES / self.dims.keys).max(1)
+    }
+
+    /// Calls `f(i, q, row)` for every valid query `q` of the slab (the i-th valid one), in
+    /// ascending order, reading the slab in cache-sized blocks of rows and skipping blocks
+    /// that hold only padding.
+    pub fn for_each_query_row(
+        &self,
+        s: SlabId,
+        buf: &mut SlabBuffer,
+        mut f: impl FnMut(usize, u32, &[f32]),
+    ) -> Result<()> {
+        let nk = self.dims.keys;
+        let queries = self.valid_queries(s.batch);
+        let per_block = self.rows_per_block();
+        let mut i = 0;
+        while i < queries.len() {
+            let first = queries[i] as usize;
+            let end = i + queries[i..].partition_point(|&q| (q as usize) < first + per_block);
+            let last = queries[end - 1] as usize;
+            self.read_rows(s, first..last + 1, buf)?;
+            for (j, &q) in queries[i..end].iter().enumerate() {
+                let at = (q as usize - first) * nk;
+                f(i + j, q, &buf.values[at..at + nk]);
+            }
+            i = end;
+        }
+        Ok(())
+    }
+
+    /// Fills `buf.values` with the whole slab (queries × keys, row-major).
     pub fn read_slab(&self, s: SlabId, buf: &mut SlabBuffer) -> Result<()> {
-        let (nq, nk) = (self.dims.queries, self.dims.keys);
-        let n = nq * nk;
+        self.read_rows(s, 0..self.dims.queries, buf)
+    }
+
+    /// Fills `buf.values` with query rows `rows` of the slab (len × keys, row-major),
+    /// converted to f32 and multiplied by the head's importance. NaN/Inf is an error unless
+    /// allowed. On a stream, rows must be requested in ascending order.
+    pub fn read_rows(&self, s: SlabId, rows: Range<usize>, buf: &mut SlabBuffer) -> Result<()> {
+        let nk = self.dims.keys;
+        let n = rows.len() * nk;
         let e = self.tensor.element;
         let w = e.size();
-        let start = self.slab_offset(s);
+        let start = self.slab_offset(s) + (rows.start * nk) as u64;
         buf.values.resize(n, 0.0);
         match self.plan {
-            SlabPlan::Contiguous if e == crate::dtype::Element::little(crate::dtype::Dtype::F32) => {
+            SlabPlan::Contiguous if e == Element::little(Dtype::F32) => {
                 // SAFETY: any byte pattern is a valid f32; the slice covers exactly `n` floats.
                 let bytes = unsafe { std::slice::from_raw_parts_mut(buf.values.as_mut_ptr() as *mut u8, n * 4) };
                 self.tensor.read_at(start * 4, bytes)?;
@@ -229,23 +271,15 @@ impl AttentionSource {
                 self.tensor.read_at(start * w as u64, &mut buf.bytes)?;
                 e.floats_to_f32(&buf.bytes, &mut buf.values);
             }
-            SlabPlan::Transposed => {
-                buf.bytes.resize(n * w, 0);
-                self.tensor.read_at(start * w as u64, &mut buf.bytes)?;
-                for (k, col) in buf.bytes.chunks_exact(nq * w).enumerate() {
-                    for (q, c) in col.chunks_exact(w).enumerate() {
-                        buf.values[q * nk + k] = e.to_f64(c) as f32;
-                    }
-                }
-            }
             SlabPlan::Strided => {
                 let (sq, sk) = (self.strides[layout::Q], self.strides[layout::K]);
+                let base = self.slab_offset(s);
                 let mut one = [0u8; 8];
-                for q in 0..nq {
+                for (i, q) in rows.clone().enumerate() {
                     for k in 0..nk {
-                        let off = (start + q as u64 * sq + k as u64 * sk) * w as u64;
+                        let off = (base + q as u64 * sq + k as u64 * sk) * w as u64;
                         self.tensor.read_at(off, &mut one[..w])?;
-                        buf.values[q * nk + k] = e.to_f64(&one[..w]) as f32;
+                        buf.values[i * nk + k] = e.to_f64(&one[..w]) as f32;
                     }
                 }
             }
@@ -255,7 +289,7 @@ impl AttentionSource {
                 bail!(
                     self.path(),
                     "attention contains {} at layer {}, batch {}, head {}, query {}, key {} (use --allow-nan to rank it last)",
-                    buf.values[i], s.layer, s.batch, s.head, i / nk, i % nk
+                    buf.values[i], s.layer, s.batch, s.head, rows.start + i / nk, i % nk
                 );
             }
         }

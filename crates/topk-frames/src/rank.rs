@@ -65,10 +65,20 @@ pub fn select_top(row: &[f32], keys: Option<&[u32]>, k: usize, best: &mut Vec<u6
             }
         }
         None => {
-            for (p, &x) in row.iter().enumerate() {
-                let key = rank_key(x, p as u32);
-                if best.len() < k || key > best[k - 1] {
-                    push(key, best);
+            for (p, &x) in row[..k].iter().enumerate() {
+                push(rank_key(x, p as u32), best);
+            }
+            // The k-th best score so far: a later entry must beat it strictly (an equal
+            // score at a higher position ranks lower), which a float compare decides without
+            // building keys. NaN thresholds (fewer than k numbers seen) take the key path.
+            let mut threshold = row[key_position(best[k - 1]) as usize];
+            for (p, &x) in row.iter().enumerate().skip(k) {
+                if x > threshold || threshold.is_nan() {
+                    let key = rank_key(x, p as u32);
+                    if key > best[k - 1] {
+                        push(key, best);
+                        threshold = row[key_position(best[k - 1]) as usize];
+                    }
                 }
             }
         }

@@ -55,15 +55,12 @@ pub struct ReceivedOptions {
 
 /// Column sums of one slab over its valid queries, for its valid keys (f64).
 fn slab_sums(src: &AttentionSource, id: SlabId, buf: &mut SlabBuffer) -> Result<Vec<f64>> {
-    src.read_slab(id, buf)?;
-    let nk = src.dims.keys;
-    let mut acc = vec![0f64; nk];
-    for &q in src.valid_queries(id.batch) {
-        let row = &buf.values[q as usize * nk..(q as usize + 1) * nk];
+    let mut acc = vec![0f64; src.dims.keys];
+    src.for_each_query_row(id, buf, |_, _, row| {
         for (a, &v) in acc.iter_mut().zip(row) {
             *a += v as f64;
         }
-    }
+    })?;
     Ok(src.valid_keys(id.batch).iter().map(|&p| acc[p as usize]).collect())
 }
 

@@ -151,18 +151,15 @@ impl<'a> TopkFrames<'a> {
 
     fn fill_slab(&self, (buf, best): &mut (SlabBuffer, Vec<u64>), r: SlabRows) -> Result<()> {
         let id = r.id;
-        self.src.read_slab(id, buf)?;
         r.batch.fill(id.batch);
         r.layer.fill(id.layer);
         r.head.fill(id.head);
-        let nk = self.src.dims.keys;
         let keys = self.src.valid_keys(id.batch);
-        let keys = (keys.len() < nk).then_some(keys);
+        let keys = (keys.len() < self.src.dims.keys).then_some(keys);
         let per = self.per_query(id.batch);
         let k = self.options.k.unwrap_or(usize::MAX);
         let codes = self.tokens.map(|t| t.row(id.batch));
-        for (i, &q) in self.src.valid_queries(id.batch).iter().enumerate() {
-            let row = &buf.values[q as usize * nk..(q as usize + 1) * nk];
+        self.src.for_each_query_row(id, buf, |i, q, row| {
             select_top(row, keys, k, best);
             let span = i * per..(i + 1) * per;
             r.query_position[span.clone()].fill(q);
@@ -178,7 +175,7 @@ impl<'a> TopkFrames<'a> {
                     *t = codes[p as usize];
                 }
             }
-        }
+        })?;
         Ok(())
     }
 }
