@@ -5,7 +5,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ingest::{AttentionSource, SourceOptions};
-use topk_frames::rank::select_top;
+use topk_frames::rank::{select_top, Selection};
 use topk_frames::{TopkFrames, TopkOptions};
 
 /// Softmax-like rows: a few large entries over a floor, deterministic.
@@ -27,12 +27,12 @@ fn selection(c: &mut Criterion) {
         let data = rows(64, n);
         g.throughput(Throughput::Elements((64 * n) as u64));
         g.bench_with_input(BenchmarkId::new(format!("n{n}"), k), &k, |b, &k| {
-            let mut best = Vec::new();
+            let mut sel = Selection::default();
             b.iter(|| {
                 for row in data.chunks_exact(n) {
-                    select_top(black_box(row), None, k, &mut best);
+                    select_top(black_box(row), None, k, &mut sel);
                 }
-                best.len()
+                sel.best.len()
             })
         });
     }

@@ -30,59 +30,67 @@ pub fn key_position(key: u64) -> u32 {
     !(key as u32)
 }
 
-/// Fills `best` with the keys of the `k` best entries of `row` (restricted to `keys` when
-/// given: the positions to consider, ascending), best first.
-pub fn select_top(row: &[f32], keys: Option<&[u32]>, k: usize, best: &mut Vec<u64>) {
+/// Reused buffers of [`select_top`]; `best` holds the result.
+#[derive(Debug, Default)]
+pub struct Selection {
+    /// Keys of the k best entries, best first.
+    pub best: Vec<u64>,
+    maxima: Vec<f32>,
+}
+
+const BLOCK: usize = 16;
+
+/// Fills `sel.best` with the keys of the `k` best entries of `row` (restricted to `keys`
+/// when given: the positions to consider, ascending), best first.
+pub fn select_top(row: &[f32], keys: Option<&[u32]>, k: usize, sel: &mut Selection) {
+    let best = &mut sel.best;
     best.clear();
     let n = keys.map_or(row.len(), <[u32]>::len);
     let k = k.min(n);
     if k == 0 {
         return;
     }
-    if k * 4 >= n {
-        match keys {
-            Some(ks) => best.extend(ks.iter().map(|&p| rank_key(row[p as usize], p))),
-            None => best.extend(row.iter().enumerate().map(|(p, &x)| rank_key(x, p as u32))),
-        }
-        best.sort_unstable_by(|a, b| b.cmp(a));
-        best.truncate(k);
-        return;
-    }
-    let push = |key: u64, best: &mut Vec<u64>| {
-        if best.len() == k {
-            if key <= best[k - 1] {
-                return;
-            }
-            best.pop();
-        }
-        let at = best.partition_point(|&b| b > key);
-        best.insert(at, key);
-    };
     match keys {
-        Some(ks) => {
-            for &p in ks {
-                push(rank_key(row[p as usize], p), best);
-            }
+        Some(ks) => best.extend(ks.iter().map(|&p| rank_key(row[p as usize], p))),
+        None if k * 4 >= n || row.len() / BLOCK < k => {
+            best.extend(row.iter().enumerate().map(|(p, &x)| rank_key(x, p as u32)))
         }
         None => {
-            for (p, &x) in row[..k].iter().enumerate() {
-                push(rank_key(x, p as u32), best);
+            if !candidates_by_block_maxima(row, k, &mut sel.maxima, best) {
+                best.clear();
+                best.extend(row.iter().enumerate().map(|(p, &x)| rank_key(x, p as u32)));
             }
-            // The k-th best score so far: a later entry must beat it strictly (an equal
-            // score at a higher position ranks lower), which a float compare decides without
-            // building keys. NaN thresholds (fewer than k numbers seen) take the key path.
-            let mut threshold = row[key_position(best[k - 1]) as usize];
-            for (p, &x) in row.iter().enumerate().skip(k) {
-                if x > threshold || threshold.is_nan() {
-                    let key = rank_key(x, p as u32);
-                    if key > best[k - 1] {
-                        push(key, best);
-                        threshold = row[key_position(best[k - 1]) as usize];
-                    }
+        }
+    }
+    if best.len() > k {
+        best.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+        best.truncate(k);
+    }
+    best.sort_unstable_by(|a, b| b.cmp(a));
+}
+
+/// Two vectorisable passes instead of a heap: the k-th largest of the blocks' maxima is a
+/// score that at least k entries reach, so every entry of the top k is ≥ it. The second
+/// pass keeps the keys of those entries — usually little more than k. Returns false when
+/// fewer than k numbers qualify (a row with NaN), for the caller to rank every entry.
+fn candidates_by_block_maxima(row: &[f32], k: usize, maxima: &mut Vec<f32>, cand: &mut Vec<u64>) -> bool {
+    maxima.clear();
+    // `if x > m` skips NaN, so a block of NaN only has the maximum -inf.
+    maxima.extend(
+        row.chunks(BLOCK)
+            .map(|b| b.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })),
+    );
+    let (_, &mut floor, _) = maxima.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    for (b, block) in row.chunks(BLOCK).enumerate() {
+        if block.iter().fold(false, |hit, &x| hit | (x >= floor)) {
+            for (i, &x) in block.iter().enumerate() {
+                if x >= floor {
+                    cand.push(rank_key(x, (b * BLOCK + i) as u32));
                 }
             }
         }
     }
+    cand.len() >= k
 }
 
 #[cfg(test)]
@@ -109,26 +117,26 @@ mod tests {
     #[test]
     fn hand_worked_row() {
         let row = [0.1, 0.4, 0.1, f32::NAN, 0.4, -0.0, 0.0];
-        let mut best = Vec::new();
-        select_top(&row, None, 7, &mut best);
-        let got: Vec<u32> = best.iter().map(|&k| key_position(k)).collect();
+        let mut sel = Selection::default();
+        select_top(&row, None, 7, &mut sel);
+        let got: Vec<u32> = sel.best.iter().map(|&k| key_position(k)).collect();
         assert_eq!(got, vec![1, 4, 0, 2, 5, 6, 3]);
-        select_top(&row, Some(&[0, 2, 4]), 2, &mut best);
-        let got: Vec<u32> = best.iter().map(|&k| key_position(k)).collect();
+        select_top(&row, Some(&[0, 2, 4]), 2, &mut sel);
+        let got: Vec<u32> = sel.best.iter().map(|&k| key_position(k)).collect();
         assert_eq!(got, vec![4, 0]);
     }
 
     proptest! {
         #[test]
         fn matches_a_stable_sort(
-            row in prop::collection::vec(prop_oneof![Just(0.5f32), Just(0.0f32), Just(-0.0f32), -1.0f32..1.0, Just(f32::NAN)], 1..200),
+            row in prop::collection::vec(prop_oneof![Just(0.5f32), Just(0.0f32), Just(-0.0f32), -1.0f32..1.0, Just(f32::NAN)], 1..700),
             k in 1usize..60,
             masked in any::<bool>(),
         ) {
             let keys: Vec<u32> = (0..row.len() as u32).filter(|p| !masked || p % 3 != 1).collect();
-            let mut best = Vec::new();
-            select_top(&row, masked.then_some(&keys[..]), k, &mut best);
-            let got: Vec<u32> = best.iter().map(|&k| key_position(k)).collect();
+            let mut sel = Selection::default();
+            select_top(&row, masked.then_some(&keys[..]), k, &mut sel);
+            let got: Vec<u32> = sel.best.iter().map(|&k| key_position(k)).collect();
             let mut want = by_plain_sort(&row, &keys);
             want.truncate(k);
             prop_assert_eq!(got, want);

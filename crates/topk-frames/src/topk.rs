@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::error::{FrameError, Result};
 use crate::frame::{f32_col, split_by, token_col, u16_col, u32_col};
-use crate::rank::{key_position, select_top};
+use crate::rank::{key_position, select_top, Selection};
 
 /// Column names of a topk frame, in order.
 pub const TOPK_COLUMNS: [&str; 9] = [
@@ -126,13 +126,13 @@ impl<'a> TopkFrames<'a> {
                 score,
             })
             .collect();
-        let fill = |buf: &mut (SlabBuffer, Vec<u64>), rows: SlabRows| self.fill_slab(buf, rows);
+        let fill = |buf: &mut (SlabBuffer, Selection), rows: SlabRows| self.fill_slab(buf, rows);
         if self.src.is_seekable() {
             parts
                 .into_par_iter()
-                .try_for_each_init(|| (SlabBuffer::default(), Vec::new()), fill)?;
+                .try_for_each_init(|| (SlabBuffer::default(), Selection::default()), fill)?;
         } else {
-            let mut buf = (SlabBuffer::default(), Vec::new());
+            let mut buf = (SlabBuffer::default(), Selection::default());
             parts.into_iter().try_for_each(|rows| fill(&mut buf, rows))?;
         }
         let columns = vec![
@@ -149,7 +149,7 @@ impl<'a> TopkFrames<'a> {
         Ok(DataFrame::new(n, columns)?)
     }
 
-    fn fill_slab(&self, (buf, best): &mut (SlabBuffer, Vec<u64>), r: SlabRows) -> Result<()> {
+    fn fill_slab(&self, (buf, sel): &mut (SlabBuffer, Selection), r: SlabRows) -> Result<()> {
         let id = r.id;
         r.batch.fill(id.batch);
         r.layer.fill(id.layer);
@@ -160,10 +160,10 @@ impl<'a> TopkFrames<'a> {
         let k = self.options.k.unwrap_or(usize::MAX);
         let codes = self.tokens.map(|t| t.row(id.batch));
         self.src.for_each_query_row(id, buf, |i, q, row| {
-            select_top(row, keys, k, best);
+            select_top(row, keys, k, sel);
             let span = i * per..(i + 1) * per;
             r.query_position[span.clone()].fill(q);
-            for (j, &key) in best.iter().enumerate() {
+            for (j, &key) in sel.best.iter().enumerate() {
                 let p = key_position(key);
                 r.position[span.start + j] = p;
                 r.rank[span.start + j] = j as u32 + 1;
