@@ -18,7 +18,9 @@ py=.venv/bin/python
 target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --locked -q
 bin="$target/release/attnframes"
-"$py" "$bench/gen_inputs.py" --out "$data" --only "$only" >&2
+for w in ${only//,/ }; do
+  [ -f "$data/$w/attn.npy" ] || "$py" "$bench/gen_inputs.py" --out "$data" --only "$w" >&2
+done
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 

@@ -17,10 +17,12 @@
 //! let mut sink = FrameSink::create(&target, SinkOptions::default())?;
 //! let df = df!("position" => [0u32, 1], "score" => [0.7f32, 0.3])?;
 //! sink.write(&df)?;
-//! sink.finish()?;
+//! sink.finish(&df)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod arrow;
+mod parquet;
 mod tokens;
 mod writer;
 

@@ -3,11 +3,14 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use polars::io::parquet::write::BatchedWriter as ParquetBatched;
 use polars::io::SerWriter;
 use polars::prelude::*;
 use polars_arrow::datatypes::{ArrowSchema, Metadata};
 use polars_arrow::io::ipc::write::{FileWriter, StreamWriter, WriteOptions};
+use polars_parquet::write::{CompressionOptions, KeyValue};
+
+use crate::arrow::{arrow_schema, record_batch};
+use crate::parquet::ParquetFrameWriter;
 
 /// What can go wrong while writing; each variant names the output.
 #[derive(Debug, thiserror::Error)]
@@ -126,10 +129,10 @@ impl Default for SinkOptions {
 const IPC_COMPAT: CompatLevel = CompatLevel::oldest();
 
 enum Writer {
-    Parquet(Box<ParquetBatched<BufWriter<File>>>),
+    Parquet(Box<ParquetFrameWriter<BufWriter<File>>>),
     Csv(polars::io::csv::write::BatchedWriter<Box<dyn Write + Send>>),
-    IpcFile(FileWriter<BufWriter<File>>),
-    IpcStream(StreamWriter<Box<dyn Write + Send>>),
+    IpcFile(FileWriter<BufWriter<File>>, Arc<ArrowSchema>),
+    IpcStream(StreamWriter<Box<dyn Write + Send>>, Arc<ArrowSchema>),
 }
 
 /// The single frame writer. Create it, [`write`](FrameSink::write) chunks whose schema stays
@@ -185,23 +188,15 @@ impl FrameSink {
     fn start(&mut self, df: &DataFrame) -> Result<Writer> {
         let schema = df.schema();
         let stdout = || -> Box<dyn Write + Send> { Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout())) };
-        let arrow_schema: ArrowSchema = df.columns().iter().map(|c| c.field().to_arrow(IPC_COMPAT)).collect();
+        let ipc_schema = arrow_schema(df, IPC_COMPAT);
         let w = match (self.target.format, self.target.path.is_some()) {
             (OutputFormat::Parquet, _) => {
                 let compression = match self.options.compression {
-                    Compression::Zstd => ParquetCompression::Zstd(None),
-                    Compression::Snappy => ParquetCompression::Snappy,
-                    Compression::None => ParquetCompression::Uncompressed,
+                    Compression::Zstd => CompressionOptions::Zstd(None),
+                    Compression::Snappy => CompressionOptions::Snappy,
+                    Compression::None => CompressionOptions::Uncompressed,
                 };
-                let w = ParquetWriter::new(self.open_file()?)
-                    .with_compression(compression)
-                    .with_statistics(StatisticsOptions::default())
-                    .with_key_value_metadata(Some(KeyValueMetadata::from_static(vec![(
-                        "attnframes".into(),
-                        self.options.metadata_json.clone(),
-                    )])))
-                    .batched(schema)
-                    .map_err(|e| self.err(e))?;
+                let w = ParquetFrameWriter::new(self.open_file()?, arrow_schema(df, CompatLevel::newest()), compression).map_err(|e| self.err(e))?;
                 Writer::Parquet(Box::new(w))
             }
             (OutputFormat::Csv, is_file) => {
@@ -210,16 +205,17 @@ impl FrameSink {
                 Writer::Csv(w)
             }
             (OutputFormat::Ipc, true) => {
-                let mut w = FileWriter::new(self.open_file()?, Arc::new(arrow_schema), None, WriteOptions { compression: None });
+                let schema = Arc::new(ipc_schema);
+                let mut w = FileWriter::new(self.open_file()?, schema.clone(), None, WriteOptions { compression: None });
                 w.set_custom_schema_metadata(self.arrow_metadata());
                 w.start().map_err(|e| self.err(e))?;
-                Writer::IpcFile(w)
+                Writer::IpcFile(w, schema)
             }
             (OutputFormat::Ipc, false) => {
                 let mut w = StreamWriter::new(stdout(), WriteOptions { compression: None });
                 w.set_custom_schema_metadata(self.arrow_metadata());
-                w.start(&arrow_schema, None).map_err(|e| self.err(e))?;
-                Writer::IpcStream(w)
+                w.start(&ipc_schema, None).map_err(|e| self.err(e))?;
+                Writer::IpcStream(w, Arc::new(ipc_schema))
             }
         };
         Ok(w)
@@ -247,14 +243,10 @@ impl FrameSink {
     fn write_piece(&mut self, df: &DataFrame) -> Result<()> {
         let writer = self.writer.as_mut().expect("started");
         let r = match writer {
-            Writer::Parquet(w) => w.write_batch(df),
+            Writer::Parquet(w) => w.write(df),
             Writer::Csv(w) => w.write_batch(df),
-            Writer::IpcFile(w) => df
-                .iter_chunks(IPC_COMPAT, false)
-                .try_for_each(|b| w.write(&b, None)),
-            Writer::IpcStream(w) => df
-                .iter_chunks(IPC_COMPAT, false)
-                .try_for_each(|b| w.write(&b, None)),
+            Writer::IpcFile(w, schema) => record_batch(df, schema, IPC_COMPAT).and_then(|b| w.write(&b, None)),
+            Writer::IpcStream(w, schema) => record_batch(df, schema, IPC_COMPAT).and_then(|b| w.write(&b, None)),
         };
         r.map_err(|e| self.err(e))
     }
@@ -272,13 +264,21 @@ impl FrameSink {
         }
         let writer = self.writer.take().expect("started");
         let r: std::result::Result<(), String> = match writer {
-            Writer::Parquet(w) => w.finish().map(|_| ()).map_err(|e| e.to_string()),
+            Writer::Parquet(w) => {
+                let kv = vec![KeyValue {
+                    key: "attnframes".into(),
+                    value: Some(self.options.metadata_json.clone()),
+                }];
+                w.finish(kv)
+                    .map_err(|e| e.to_string())
+                    .and_then(|mut out| out.flush().map_err(|e| e.to_string()))
+            }
             Writer::Csv(mut w) => w.finish().map_err(|e| e.to_string()),
-            Writer::IpcFile(mut w) => w
+            Writer::IpcFile(mut w, _) => w
                 .finish()
                 .map_err(|e| e.to_string())
                 .and_then(|_| w.into_inner().flush().map_err(|e| e.to_string())),
-            Writer::IpcStream(mut w) => w
+            Writer::IpcStream(mut w, _) => w
                 .finish()
                 .map_err(|e| e.to_string())
                 .and_then(|_| w.into_inner().flush().map_err(|e| e.to_string())),
