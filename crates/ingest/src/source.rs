@@ -227,6 +227,9 @@ impl AttentionSource {
         buf: &mut SlabBuffer,
         mut f: impl FnMut(usize, u32, &[f32]),
     ) -> Result<()> {
+        if self.zero_copy() {
+            return self.for_each_mapped_row(s, f);
+        }
         let nk = self.dims.keys;
         let queries = self.valid_queries(s.batch);
         let per_block = self.rows_per_block();
@@ -243,6 +246,59 @@ impl AttentionSource {
             i = end;
         }
         Ok(())
+    }
+
+    /// Little-endian f32 slabs in a file with nothing to apply are read in place through a
+    /// short-lived memory map: no copy, and the kernel maps page-cache pages in batches.
+    fn zero_copy(&self) -> bool {
+        self.plan == SlabPlan::Contiguous
+            && self.tensor.element == Element::little(Dtype::F32)
+            && self.head_importance.is_none()
+            && self.tensor.data_start().is_some_and(|b| b % 4 == 0)
+            && cfg!(target_endian = "little")
+    }
+
+    fn for_each_mapped_row(&self, s: SlabId, mut f: impl FnMut(usize, u32, &[f32])) -> Result<()> {
+        let nk = self.dims.keys;
+        let queries = self.valid_queries(s.batch);
+        let (Some(&first), Some(&last)) = (queries.first(), queries.last()) else {
+            return Ok(());
+        };
+        let (first, last) = (first as usize, last as usize);
+        let start = (self.slab_offset(s) + (first * nk) as u64) * 4;
+        let len = (last + 1 - first) * nk * 4;
+        let map = self.tensor.map(start, len)?.expect("zero_copy implies a file");
+        // SAFETY: the map holds `len` bytes, f32-aligned (checked in `zero_copy`; maps start
+        // on a page), and every bit pattern is a valid f32.
+        let values: &[f32] = unsafe { std::slice::from_raw_parts(map.as_ptr() as *const f32, len / 4) };
+        let per_block = self.rows_per_block();
+        let mut i = 0;
+        while i < queries.len() {
+            let block_first = queries[i] as usize;
+            let end = i + queries[i..].partition_point(|&q| (q as usize) < block_first + per_block);
+            let block_last = queries[end - 1] as usize;
+            let block = &values[(block_first - first) * nk..(block_last + 1 - first) * nk];
+            self.check_finite(s, block_first, block)?;
+            for (j, &q) in queries[i..end].iter().enumerate() {
+                let at = (q as usize - first) * nk;
+                f(i + j, q, &values[at..at + nk]);
+            }
+            i = end;
+        }
+        Ok(())
+    }
+
+    fn check_finite(&self, s: SlabId, first_row: usize, values: &[f32]) -> Result<()> {
+        if self.allow_nan || all_finite(values) {
+            return Ok(());
+        }
+        let nk = self.dims.keys;
+        let i = values.iter().position(|v| !v.is_finite()).expect("a value is not finite");
+        bail!(
+            self.path(),
+            "attention contains {} at layer {}, batch {}, head {}, query {}, key {} (use --allow-nan to rank it last)",
+            values[i], s.layer, s.batch, s.head, first_row + i / nk, i % nk
+        );
     }
 
     /// Fills `buf.values` with the whole slab (queries × keys, row-major).
@@ -284,15 +340,7 @@ impl AttentionSource {
                 }
             }
         }
-        if !self.allow_nan && !all_finite(&buf.values) {
-            if let Some(i) = buf.values.iter().position(|v| !v.is_finite()) {
-                bail!(
-                    self.path(),
-                    "attention contains {} at layer {}, batch {}, head {}, query {}, key {} (use --allow-nan to rank it last)",
-                    buf.values[i], s.layer, s.batch, s.head, rows.start + i / nk, i % nk
-                );
-            }
-        }
+        self.check_finite(s, rows.start, &buf.values)?;
         if let Some(hi) = &self.head_importance {
             let f = hi[s.layer as usize * self.dims.heads + s.head as usize];
             for v in &mut buf.values {

@@ -330,6 +330,27 @@ impl TensorFile {
         }
     }
 
+    /// Maps `len` bytes starting `offset` bytes into the data, when the tensor is a plain file
+    /// region (None for streams and in-memory data). The map is released when dropped, so a
+    /// caller that maps one slab at a time keeps its resident memory to one slab.
+    pub fn map(&self, offset: u64, len: usize) -> Result<Option<memmap2::Mmap>> {
+        let Storage::File { file, base } = &self.storage else {
+            return Ok(None);
+        };
+        // SAFETY: the map is read-only and short-lived; a file truncated by another process
+        // while mapped is the one hazard, as with every memory-mapped reader.
+        let map = unsafe { memmap2::MmapOptions::new().offset(base + offset).len(len).map(file) };
+        map.map(Some).map_err(|e| IngestError::io(&self.path, e))
+    }
+
+    /// Byte offset of the first element within the file (None when not a file region).
+    pub fn data_start(&self) -> Option<u64> {
+        match &self.storage {
+            Storage::File { base, .. } => Some(*base),
+            _ => None,
+        }
+    }
+
     /// Reads the whole data into memory (used when the storage order is not slab order).
     pub fn load_into_memory(&mut self) -> Result<()> {
         if self.is_in_memory() {
