@@ -1,4 +1,9 @@
+use std::sync::Arc;
+
 use polars::prelude::*;
+use polars_arrow::array::PrimitiveArray;
+use polars_arrow::bitmap::Bitmap;
+use polars_arrow::datatypes::ArrowDataType;
 
 /// One Categorical mapping for every token string of a run, with the code of each
 /// (batch row, position). All strings are inserted before any frame is built, so every
@@ -15,13 +20,7 @@ impl TokenDictionary {
         R: IntoIterator<Item = I>,
         I: IntoIterator<Item = &'a str>,
     {
-        // A fixed name: polars writes it into the Arrow schema, and a random one would make
-        // two runs on the same input differ in their bytes.
-        let cats = Categories::new(
-            PlSmallStr::from_static("token"),
-            PlSmallStr::from_static("attnframes"),
-            CategoricalPhysical::U32,
-        );
+        let cats = token_categories();
         let mapping = cats.mapping();
         let codes = rows
             .into_iter()
@@ -53,9 +52,30 @@ impl TokenDictionary {
     }
 }
 
-/// An all-null token column of `len` rows (no tokens were given), typed as a string column.
+/// An all-null token column of `len` rows (no tokens were given): a categorical like the
+/// token columns, whose codes are all null. (A null String column costs more to materialise
+/// than the rest of a small frame.)
 pub fn null_token_column(name: &str, len: usize) -> Column {
-    Column::full_null(name.into(), len, &DataType::String)
+    let cats = token_categories();
+    let dtype = DataType::Categorical(cats.clone(), cats.mapping());
+    // Built from fresh vectors: `full_null` materialises polars' shared zero buffer, which
+    // costs more than the rest of a small run.
+    let validity = Bitmap::from_u8_vec(vec![0u8; len.div_ceil(8)], len);
+    let codes = PrimitiveArray::new(ArrowDataType::UInt32, vec![0u32; len].into(), Some(validity));
+    let phys = UInt32Chunked::with_chunk(name.into(), codes);
+    // SAFETY: every code is null.
+    let ca = unsafe { Categorical32Chunked::from_cats_and_dtype_unchecked(phys, dtype) };
+    ca.into_series().into_column()
+}
+
+/// The categories of token columns. A fixed name: polars writes it into the Arrow schema, and
+/// a random one would make two runs on the same input differ in their bytes.
+fn token_categories() -> Arc<Categories> {
+    Categories::new(
+        PlSmallStr::from_static("token"),
+        PlSmallStr::from_static("attnframes"),
+        CategoricalPhysical::U32,
+    )
 }
 
 #[cfg(test)]
