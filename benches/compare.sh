@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # attnframes against the numpy + pyarrow peer (../shared/bench/peer_numpy.py), same inputs,
 # same run: wall time (best of 3, process start included, page cache warm) and peak RSS
-# (/usr/bin/time -v, max over the runs).
+# (/usr/bin/time -v, one more run).
 #
 #   benches/compare.sh [--only bert512,dense2048]
 #
@@ -24,19 +24,18 @@ done
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-measure() { # label, command...: prints "best_seconds peak_rss_mb"
-  local best=999999 rss=0
+measure() { # command...: prints "best_seconds peak_rss_mb"
+  # Timed runs start the command directly (bash's clock, no wrapper process); one more run
+  # under /usr/bin/time -v reads the peak RSS.
+  local best=999999 t0 t1
   for _ in 1 2 3; do
-    local t0 t1
-    t0=$(date +%s.%N)
-    /usr/bin/time -v -o "$out/time.txt" "$@" >/dev/null 2>"$out/err.txt" || { cat "$out/err.txt" >&2; return 1; }
-    t1=$(date +%s.%N)
+    t0=$EPOCHREALTIME
+    "$@" >/dev/null 2>"$out/err.txt" || { cat "$out/err.txt" >&2; return 1; }
+    t1=$EPOCHREALTIME
     best=$(echo "$t0 $t1 $best" | awk '{d=$2-$1; print (d<$3)?d:$3}')
-    local r
-    r=$(awk -F': ' '/Maximum resident/ {print int($2/1024)}' "$out/time.txt")
-    [ "$r" -gt "$rss" ] && rss=$r
   done
-  echo "$best $rss"
+  /usr/bin/time -v -o "$out/time.txt" "$@" >/dev/null 2>&1
+  echo "$best $(awk -F': ' '/Maximum resident/ {print int($2/1024)}' "$out/time.txt")"
 }
 
 printf '%-36s %10s %10s %10s %10s %8s\n' workload "af (s)" "af RSS MB" "peer (s)" "peer RSS" speedup

@@ -64,6 +64,9 @@ enum SlabPlan {
     Strided,
 }
 
+/// Slabs of at least this many bytes are memory-mapped rather than copied.
+const MAP_MIN_BYTES: usize = 4 << 20;
+
 /// Rows per block so that one block of f32 values stays in the L2 cache.
 const BLOCK_VALUES: usize = 1 << 16;
 
@@ -248,10 +251,13 @@ impl AttentionSource {
         Ok(())
     }
 
-    /// Little-endian f32 slabs in a file with nothing to apply are read in place through a
-    /// short-lived memory map: no copy, and the kernel maps page-cache pages in batches.
+    /// Large little-endian f32 slabs in a file with nothing to apply are read in place through
+    /// a short-lived memory map: no copy, and the kernel maps page-cache pages in batches.
+    /// Small slabs are copied with positioned reads: for them, the map and unmap (a TLB
+    /// shootdown on every other core) cost more than the copy.
     fn zero_copy(&self) -> bool {
         self.plan == SlabPlan::Contiguous
+            && self.dims.queries * self.dims.keys * 4 >= MAP_MIN_BYTES
             && self.tensor.element == Element::little(Dtype::F32)
             && self.head_importance.is_none()
             && self.tensor.data_start().is_some_and(|b| b % 4 == 0)
