@@ -41,7 +41,10 @@ fn selection(c: &mut Criterion) {
 
 fn write_npy(path: &std::path::Path, shape: &[usize], data: &[f32]) {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}", dims.join(", "));
+    let mut header = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}",
+        dims.join(", ")
+    );
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
@@ -58,18 +61,33 @@ fn frames(c: &mut Criterion) {
     let path = dir.path().join("attn.npy");
     let (l, h, s) = (4, 12, 256);
     write_npy(&path, &[l, 1, h, s, s], &rows(l * h * s, s));
-    let src = AttentionSource::open(&SourceOptions { attn: path, ..Default::default() }).unwrap();
+    let src = AttentionSource::open(&SourceOptions {
+        attn: path,
+        ..Default::default()
+    })
+    .unwrap();
     let mut g = c.benchmark_group("topk_frames");
     g.sample_size(10);
     for k in [Some(10), None] {
         let rows_out = l * h * s * k.unwrap_or(s);
         g.throughput(Throughput::Elements(rows_out as u64));
-        g.bench_function(format!("k={}", k.map_or("all".into(), |k| k.to_string())), |b| {
-            b.iter(|| {
-                let frames = TopkFrames::new(&src, None, TopkOptions { k, chunk_rows: 1 << 20 }).unwrap();
-                frames.map(|f| f.unwrap().height()).sum::<usize>()
-            })
-        });
+        g.bench_function(
+            format!("k={}", k.map_or("all".into(), |k| k.to_string())),
+            |b| {
+                b.iter(|| {
+                    let frames = TopkFrames::new(
+                        &src,
+                        None,
+                        TopkOptions {
+                            k,
+                            chunk_rows: 1 << 20,
+                        },
+                    )
+                    .unwrap();
+                    frames.map(|f| f.unwrap().height()).sum::<usize>()
+                })
+            },
+        );
     }
     g.finish();
 }

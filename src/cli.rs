@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "attnframes", version, about = "Transformer attention tensors as long-format frames (Parquet, CSV, Arrow IPC)")]
+#[command(
+    name = "attnframes",
+    version,
+    about = "Transformer attention tensors as long-format frames (Parquet, CSV, Arrow IPC)"
+)]
 pub struct Cli {
     /// No progress bar.
     #[arg(long, short, global = true)]

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 
 use frame_sink::{Compression, FrameSink, OutputTarget, SinkOptions, TokenDictionary};
 use indicatif::{ProgressBar, ProgressStyle};
-use ingest::{AttentionSource, SourceOptions, TokenSpec};
+use ingest::{AttentionSource, RowSource, SourceOptions, TokenSpec};
 use polars::prelude::DataFrame;
 use serde_json::{json, Value};
 use topk_frames::{received_frame, Normalize, ReceivedOptions, Reduce, TopkFrames, TopkOptions};
@@ -19,10 +19,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             .build_global()
             .map_err(|e| CliError::usage(format!("--threads {n}: {e}")))?;
     }
-    let progress = cli.quiet || !std::io::stderr().is_terminal();
+    let show_progress = !cli.quiet && std::io::stderr().is_terminal();
     match cli.command {
         Command::Inspect(a) => inspect(&a),
-        Command::Topk(a) => topk(&a, !progress),
+        Command::Topk(a) => topk(&a, show_progress),
         Command::Received(a) => received(&a),
     }
 }
@@ -30,7 +30,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 fn inspect(a: &InspectArgs) -> Result<(), CliError> {
     let mut all = Vec::new();
     for f in &a.files {
-        all.push(ingest::summarize(f, a.attn_key.as_deref(), a.layout.as_deref())?);
+        all.push(ingest::summarize(
+            f,
+            a.attn_key.as_deref(),
+            a.layout.as_deref(),
+        )?);
     }
     let text = if a.json {
         serde_json::to_string_pretty(&all).expect("summary serialises") + "\n"
@@ -45,14 +49,30 @@ fn inspect(a: &InspectArgs) -> Result<(), CliError> {
 fn describe(s: &ingest::TensorSummary) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let key = s.key.as_ref().map(|k| format!(" (array '{k}')")).unwrap_or_default();
+    let key = s
+        .key
+        .as_ref()
+        .map(|k| format!(" (array '{k}')"))
+        .unwrap_or_default();
     let dims: Vec<String> = s.shape.iter().map(|d| d.to_string()).collect();
-    let order = if s.fortran_order { " Fortran order" } else { "" };
-    let _ = writeln!(out, "{}\n  format     {}{key}\n  dtype      {}", s.path, s.format, s.dtype);
+    let order = if s.fortran_order {
+        " Fortran order"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "{}\n  format     {}{key}\n  dtype      {}",
+        s.path, s.format, s.dtype
+    );
     let _ = writeln!(out, "  shape      ({}){order}", dims.join(", "));
     let _ = match &s.layout {
         Some(l) => writeln!(out, "  layout     {l}"),
-        None => writeln!(out, "  layout     unknown: {}", s.layout_note.as_deref().unwrap_or("")),
+        None => writeln!(
+            out,
+            "  layout     unknown: {}",
+            s.layout_note.as_deref().unwrap_or("")
+        ),
     };
     if let Some(b) = s.bytes_on_disk {
         let _ = writeln!(out, "  on disk    {b} bytes");
@@ -61,12 +81,27 @@ fn describe(s: &ingest::TensorSummary) -> String {
         let _ = writeln!(out, "  NaN / Inf  {nan} / {inf}");
     }
     if !s.row_sums.is_empty() {
-        let lo = s.row_sums.iter().map(|h| h.min).fold(f64::INFINITY, f64::min);
-        let hi = s.row_sums.iter().map(|h| h.max).fold(f64::NEG_INFINITY, f64::max);
-        let _ = writeln!(out, "  row sums   {lo:.6} … {hi:.6} over every head (1 = rows are probabilities)");
+        let lo = s
+            .row_sums
+            .iter()
+            .map(|h| h.min)
+            .fold(f64::INFINITY, f64::min);
+        let hi = s
+            .row_sums
+            .iter()
+            .map(|h| h.max)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let _ = writeln!(
+            out,
+            "  row sums   {lo:.6} … {hi:.6} over every head (1 = rows are probabilities)"
+        );
         let _ = writeln!(out, "  per (layer, head) row-sum range:");
         for h in &s.row_sums {
-            let _ = writeln!(out, "    layer {:>3} head {:>3}  {:.6} … {:.6}", h.layer, h.head, h.min, h.max);
+            let _ = writeln!(
+                out,
+                "    layer {:>3} head {:>3}  {:.6} … {:.6}",
+                h.layer, h.head, h.min, h.max
+            );
         }
     }
     out
@@ -94,14 +129,17 @@ fn source_options(a: &InputArgs) -> SourceOptions {
     }
 }
 
-fn token_dictionary(src: &AttentionSource) -> Result<Option<TokenDictionary>, CliError> {
-    let Some(t) = &src.tokens else { return Ok(None) };
+fn token_dictionary(src: &impl RowSource) -> Result<Option<TokenDictionary>, CliError> {
+    let Some(t) = src.tokens() else {
+        return Ok(None);
+    };
     let rows = (0..t.batch_rows()).map(|b| t.row(b).iter().map(String::as_str));
     Ok(Some(TokenDictionary::new(rows)?))
 }
 
 fn path_str(p: &Option<std::path::PathBuf>) -> Value {
-    p.as_ref().map_or(Value::Null, |p| Value::String(p.display().to_string()))
+    p.as_ref()
+        .map_or(Value::Null, |p| Value::String(p.display().to_string()))
 }
 
 /// The `attnframes` metadata: command, inputs, shapes, options, version.
@@ -214,8 +252,10 @@ fn progress_bar(show: bool, total: u64, unit: &str) -> ProgressBar {
     }
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {unit} {{elapsed}} (eta {{eta}})"))
-            .expect("valid template"),
+        ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {unit} {{elapsed}} (eta {{eta}})"
+        ))
+        .expect("valid template"),
     );
     bar
 }

@@ -41,8 +41,13 @@ impl CliError {
 impl<E: Into<anyhow::Error>> From<E> for CliError {
     fn from(e: E) -> Self {
         let e: anyhow::Error = e.into();
-        let usage = matches!(e.downcast_ref::<topk_frames::FrameError>(), Some(topk_frames::FrameError::Usage(_)))
-            || matches!(e.downcast_ref::<frame_sink::SinkError>(), Some(frame_sink::SinkError::Usage(_)));
+        let usage = matches!(
+            e.downcast_ref::<topk_frames::FrameError>(),
+            Some(topk_frames::FrameError::Usage(_))
+        ) || matches!(
+            e.downcast_ref::<frame_sink::SinkError>(),
+            Some(frame_sink::SinkError::Usage(_))
+        );
         CliError {
             message: e.to_string(),
             usage,

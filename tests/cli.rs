@@ -11,11 +11,17 @@ fn bin() -> Command {
 }
 
 fn fixture(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(p)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(p)
 }
 
 fn run(args: &[&str]) -> Output {
-    bin().args(args).env("RUST_BACKTRACE", "1").output().expect("binary runs")
+    bin()
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("binary runs")
 }
 
 fn stderr(o: &Output) -> String {
@@ -25,7 +31,11 @@ fn stderr(o: &Output) -> String {
 /// Writes a little-endian f32 `.npy` (C order).
 fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
@@ -44,16 +54,30 @@ fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
 fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
-    let header = lines.next().unwrap().split(',').map(str::to_string).collect();
-    (header, lines.map(|l| l.split(',').map(str::to_string).collect()).collect())
+    let header = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    (
+        header,
+        lines
+            .map(|l| l.split(',').map(str::to_string).collect())
+            .collect(),
+    )
 }
 
 /// A deterministic pseudo-random tensor with ties (values on a coarse grid).
 fn tensor(n: usize, seed: u64) -> Vec<f32> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((x >> 33) % 16) as f32 / 16.0
         })
         .collect()
@@ -63,7 +87,10 @@ fn tensor(n: usize, seed: u64) -> Vec<f32> {
 fn plain_topk(row: &[f32], k: usize) -> Vec<(u32, f32)> {
     let mut idx: Vec<usize> = (0..row.len()).collect();
     idx.sort_by(|&a, &b| row[b].partial_cmp(&row[a]).unwrap());
-    idx.into_iter().take(k).map(|p| (p as u32, row[p])).collect()
+    idx.into_iter()
+        .take(k)
+        .map(|p| (p as u32, row[p]))
+        .collect()
 }
 
 #[test]
@@ -74,10 +101,31 @@ fn topk_matches_a_plain_sort() {
     let attn = d.path().join("a.npy");
     write_npy(&attn, &[l, b, h, s, s], &data);
     let out = d.path().join("t.csv");
-    let o = run(&["topk", "--attn", attn.to_str().unwrap(), "-k", "3", "-o", out.to_str().unwrap()]);
+    let o = run(&[
+        "topk",
+        "--attn",
+        attn.to_str().unwrap(),
+        "-k",
+        "3",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let (header, rows) = read_csv(&out);
-    assert_eq!(header, ["batch", "layer", "head", "query_position", "query_token", "position", "token", "rank", "score"]);
+    assert_eq!(
+        header,
+        [
+            "batch",
+            "layer",
+            "head",
+            "query_position",
+            "query_token",
+            "position",
+            "token",
+            "rank",
+            "score"
+        ]
+    );
     let mut expected = Vec::new();
     for bb in 0..b {
         for ll in 0..l {
@@ -86,8 +134,15 @@ fn topk_matches_a_plain_sort() {
                     let off = (((ll * b + bb) * h + hh) * s + q) * s;
                     for (r, (p, sc)) in plain_topk(&data[off..off + s], 3).into_iter().enumerate() {
                         expected.push(vec![
-                            bb.to_string(), ll.to_string(), hh.to_string(), q.to_string(), String::new(),
-                            p.to_string(), String::new(), (r + 1).to_string(), sc.to_string(),
+                            bb.to_string(),
+                            ll.to_string(),
+                            hh.to_string(),
+                            q.to_string(),
+                            String::new(),
+                            p.to_string(),
+                            String::new(),
+                            (r + 1).to_string(),
+                            sc.to_string(),
                         ]);
                     }
                 }
@@ -108,22 +163,57 @@ fn received_is_column_sums_and_minmax_by_hand() {
     let attn = d.path().join("a.npy");
     write_npy(&attn, &[1, 1, 2, 3, 3], &data);
     let out = d.path().join("r.csv");
-    let o = run(&["received", "--attn", attn.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let o = run(&[
+        "received",
+        "--attn",
+        attn.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let (_, rows) = read_csv(&out);
-    let got: Vec<(String, String, String)> = rows.iter().map(|r| (r[2].clone(), r[3].clone(), r[6].clone())).collect();
-    let want = [("0", "1", "1"), ("0", "0", "2"), ("0", "2", "3"), ("1", "0", "1"), ("1", "2", "2"), ("1", "1", "3")];
-    assert_eq!(got, want.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())));
+    let got: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| (r[2].clone(), r[3].clone(), r[6].clone()))
+        .collect();
+    let want = [
+        ("0", "1", "1"),
+        ("0", "0", "2"),
+        ("0", "2", "3"),
+        ("1", "0", "1"),
+        ("1", "2", "2"),
+        ("1", "1", "3"),
+    ];
+    assert_eq!(
+        got,
+        want.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    );
     let scores: Vec<f32> = rows.iter().map(|r| r[5].parse().unwrap()).collect();
     assert_eq!(scores, [1.5, 0.75, 0.75, 2.5, 0.5, 0.0]);
 
     // minmax over all six sums (lo 0, hi 2.5), then summed over heads:
     // position 0: 0.75/2.5 + 2.5/2.5 = 1.3; 1: 0.6 + 0 = 0.6; 2: 0.3 + 0.2 = 0.5.
-    let o = run(&["received", "--attn", attn.to_str().unwrap(), "--normalize", "minmax", "--reduce", "heads", "-o", out.to_str().unwrap()]);
+    let o = run(&[
+        "received",
+        "--attn",
+        attn.to_str().unwrap(),
+        "--normalize",
+        "minmax",
+        "--reduce",
+        "heads",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let (header, rows) = read_csv(&out);
-    assert_eq!(header, ["batch", "layer", "position", "token", "score", "rank"]);
-    let got: Vec<(u32, f32)> = rows.iter().map(|r| (r[2].parse().unwrap(), r[4].parse().unwrap())).collect();
+    assert_eq!(
+        header,
+        ["batch", "layer", "position", "token", "score", "rank"]
+    );
+    let got: Vec<(u32, f32)> = rows
+        .iter()
+        .map(|r| (r[2].parse().unwrap(), r[4].parse().unwrap()))
+        .collect();
     assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [0, 1, 2]);
     for (g, w) in got.iter().zip([1.3f32, 0.6, 0.5]) {
         assert!((g.1 - w).abs() < 1e-6, "{g:?} vs {w}");
@@ -133,16 +223,63 @@ fn received_is_column_sums_and_minmax_by_hand() {
 #[test]
 fn tokens_and_ids_give_the_fixture_tokens() {
     let d = tempfile::tempdir().unwrap();
-    let tokens: Vec<Vec<String>> = serde_json::from_str(&std::fs::read_to_string(fixture("minilm/tokens.json")).unwrap()).unwrap();
+    let tokens: Vec<Vec<String>> =
+        serde_json::from_str(&std::fs::read_to_string(fixture("minilm/tokens.json")).unwrap())
+            .unwrap();
     for extra in [
-        vec!["--tokens", fixture("minilm/tokens.json").to_str().unwrap().to_string().leak()],
-        vec!["--input-ids", fixture("minilm/input_ids.npy").to_str().unwrap().to_string().leak(),
-             "--vocab", fixture("minilm/vocab.txt").to_str().unwrap().to_string().leak()],
-        vec!["--input-ids", fixture("minilm/input_ids.npy").to_str().unwrap().to_string().leak(),
-             "--vocab", fixture("minilm/tokenizer.json").to_str().unwrap().to_string().leak()],
+        vec![
+            "--tokens",
+            fixture("minilm/tokens.json")
+                .to_str()
+                .unwrap()
+                .to_string()
+                .leak(),
+        ],
+        vec![
+            "--input-ids",
+            fixture("minilm/input_ids.npy")
+                .to_str()
+                .unwrap()
+                .to_string()
+                .leak(),
+            "--vocab",
+            fixture("minilm/vocab.txt")
+                .to_str()
+                .unwrap()
+                .to_string()
+                .leak(),
+        ],
+        vec![
+            "--input-ids",
+            fixture("minilm/input_ids.npy")
+                .to_str()
+                .unwrap()
+                .to_string()
+                .leak(),
+            "--vocab",
+            fixture("minilm/tokenizer.json")
+                .to_str()
+                .unwrap()
+                .to_string()
+                .leak(),
+        ],
     ] {
         let out = d.path().join("t.csv");
-        let mut args = vec!["topk", "--attn", fixture("minilm/attentions.npy").to_str().unwrap().to_string().leak(), "-k", "2", "--layers", "5", "-o", out.to_str().unwrap().to_string().leak()];
+        let mut args = vec![
+            "topk",
+            "--attn",
+            fixture("minilm/attentions.npy")
+                .to_str()
+                .unwrap()
+                .to_string()
+                .leak(),
+            "-k",
+            "2",
+            "--layers",
+            "5",
+            "-o",
+            out.to_str().unwrap().to_string().leak(),
+        ];
         args.extend(extra);
         let o = run(&args);
         assert!(o.status.success(), "{}", stderr(&o));
@@ -161,10 +298,34 @@ fn tokens_and_ids_give_the_fixture_tokens() {
 fn usage_errors_exit_2() {
     let attn = fixture("minilm/attentions.npy");
     for args in [
-        vec!["--threads", "0", "topk", "--attn", attn.to_str().unwrap(), "-o", "x.parquet"],
+        vec![
+            "--threads",
+            "0",
+            "topk",
+            "--attn",
+            attn.to_str().unwrap(),
+            "-o",
+            "x.parquet",
+        ],
         vec!["topk", "--attn", attn.to_str().unwrap(), "-o", "-"],
-        vec!["topk", "--attn", attn.to_str().unwrap(), "-k", "0", "-o", "x.parquet"],
-        vec!["topk", "--attn", attn.to_str().unwrap(), "--row-group-size", "0", "-o", "x.parquet"],
+        vec![
+            "topk",
+            "--attn",
+            attn.to_str().unwrap(),
+            "-k",
+            "0",
+            "-o",
+            "x.parquet",
+        ],
+        vec![
+            "topk",
+            "--attn",
+            attn.to_str().unwrap(),
+            "--row-group-size",
+            "0",
+            "-o",
+            "x.parquet",
+        ],
     ] {
         let o = run(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
@@ -178,10 +339,18 @@ fn assert_clean_failure(args: &[&str], names: &str, out_dir: &Path) {
     let o = run(args);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
-    assert_eq!(err.lines().filter(|l| !l.trim().is_empty()).count(), 1, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| !l.trim().is_empty()).count(),
+        1,
+        "{err}"
+    );
     assert!(err.starts_with("error:") && err.contains(names), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(std::fs::read_dir(out_dir).unwrap().count(), 0, "output left behind");
+    assert_eq!(
+        std::fs::read_dir(out_dir).unwrap().count(),
+        0,
+        "output left behind"
+    );
 }
 
 #[test]
@@ -197,13 +366,53 @@ fn bad_inputs_fail_cleanly() {
     std::fs::create_dir(&outd).unwrap();
     let out_in = outd.join("o.parquet");
     let out_in = out_in.to_str().unwrap();
-    assert_clean_failure(&["topk", "--attn", big.to_str().unwrap(), "-o", out_in], "claims_more.npy", &outd);
-    assert_clean_failure(&["topk", "--attn", fixture("bad/truncated.npy").to_str().unwrap(), "-o", out_in], "truncated.npy", &outd);
-    assert_clean_failure(&["topk", "--attn", fixture("bad/nan_attn.npy").to_str().unwrap(), "-o", out_in], "nan_attn.npy", &outd);
-    assert_clean_failure(&["received", "--attn", fixture("bad/int32_attn.npy").to_str().unwrap(), "-o", out_in], "int32_attn.npy", &outd);
+    assert_clean_failure(
+        &["topk", "--attn", big.to_str().unwrap(), "-o", out_in],
+        "claims_more.npy",
+        &outd,
+    );
+    assert_clean_failure(
+        &[
+            "topk",
+            "--attn",
+            fixture("bad/truncated.npy").to_str().unwrap(),
+            "-o",
+            out_in,
+        ],
+        "truncated.npy",
+        &outd,
+    );
+    assert_clean_failure(
+        &[
+            "topk",
+            "--attn",
+            fixture("bad/nan_attn.npy").to_str().unwrap(),
+            "-o",
+            out_in,
+        ],
+        "nan_attn.npy",
+        &outd,
+    );
+    assert_clean_failure(
+        &[
+            "received",
+            "--attn",
+            fixture("bad/int32_attn.npy").to_str().unwrap(),
+            "-o",
+            out_in,
+        ],
+        "int32_attn.npy",
+        &outd,
+    );
     // An output directory that does not exist.
     let missing = d.path().join("nope/o.parquet");
-    let o = run(&["topk", "--attn", fixture("minilm/attentions.npy").to_str().unwrap(), "-o", missing.to_str().unwrap()]);
+    let o = run(&[
+        "topk",
+        "--attn",
+        fixture("minilm/attentions.npy").to_str().unwrap(),
+        "-o",
+        missing.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
     assert!(!d.path().join("nope").exists());
@@ -214,9 +423,21 @@ fn bad_inputs_fail_cleanly() {
 fn allow_nan_ranks_nan_last() {
     let d = tempfile::tempdir().unwrap();
     let attn = d.path().join("a.npy");
-    write_npy(&attn, &[1, 1, 1, 2, 4], &[0.1, f32::NAN, 0.7, 0.2, f32::NAN, 0.0, 0.0, f32::INFINITY]);
+    write_npy(
+        &attn,
+        &[1, 1, 1, 2, 4],
+        &[0.1, f32::NAN, 0.7, 0.2, f32::NAN, 0.0, 0.0, f32::INFINITY],
+    );
     let out = d.path().join("t.csv");
-    let o = run(&["topk", "--attn", attn.to_str().unwrap(), "--all", "--allow-nan", "-o", out.to_str().unwrap()]);
+    let o = run(&[
+        "topk",
+        "--attn",
+        attn.to_str().unwrap(),
+        "--all",
+        "--allow-nan",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let (_, rows) = read_csv(&out);
     let order: Vec<&str> = rows.iter().map(|r| r[5].as_str()).collect();
@@ -234,16 +455,41 @@ fn formats_agree() {
     ] {
         let a = d.path().join("a.csv");
         let b = d.path().join("b.csv");
-        let o = run(&["topk", "--attn", attn.to_str().unwrap(), "--layers", "5", "-k", "4", "-o", a.to_str().unwrap()]);
+        let o = run(&[
+            "topk",
+            "--attn",
+            attn.to_str().unwrap(),
+            "--layers",
+            "5",
+            "-k",
+            "4",
+            "-o",
+            a.to_str().unwrap(),
+        ]);
         assert!(o.status.success());
-        let mut args = vec!["topk", "--attn", fixture(variant).to_str().unwrap().to_string().leak(), "-k", "4", "-o", b.to_str().unwrap().to_string().leak()];
+        let mut args = vec![
+            "topk",
+            "--attn",
+            fixture(variant).to_str().unwrap().to_string().leak(),
+            "-k",
+            "4",
+            "-o",
+            b.to_str().unwrap().to_string().leak(),
+        ];
         args.extend(extra);
         let o = run(&args);
         assert!(o.status.success(), "{variant}: {}", stderr(&o));
         let (_, ra) = read_csv(&a);
         let (_, rb) = read_csv(&b);
         // The variants hold layer 5 only (as layer 0) except the BHLQK copy.
-        let strip = |rows: Vec<Vec<String>>| rows.into_iter().map(|mut r| { r[1].clear(); r }).collect::<Vec<_>>();
+        let strip = |rows: Vec<Vec<String>>| {
+            rows.into_iter()
+                .map(|mut r| {
+                    r[1].clear();
+                    r
+                })
+                .collect::<Vec<_>>()
+        };
         assert_eq!(strip(ra), strip(rb), "{variant}");
     }
 }
@@ -315,7 +561,12 @@ proptest! {
 
 /// Runs with the repository as working directory, so paths in messages are relative.
 fn run_in_repo(args: &[&str]) -> Output {
-    bin().args(args).current_dir(env!("CARGO_MANIFEST_DIR")).env("RUST_BACKTRACE", "1").output().unwrap()
+    bin()
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -333,12 +584,61 @@ fn error_line_snapshots() {
     let out = d.path().join("o.parquet");
     let out = out.to_str().unwrap();
     let cases: [(&str, Vec<&str>); 6] = [
-        ("truncated", vec!["topk", "--attn", "tests/fixtures/bad/truncated.npy", "-o", out]),
-        ("nan", vec!["topk", "--attn", "tests/fixtures/bad/nan_attn.npy", "-o", out]),
-        ("int32", vec!["topk", "--attn", "tests/fixtures/bad/int32_attn.npy", "-o", out]),
+        (
+            "truncated",
+            vec![
+                "topk",
+                "--attn",
+                "tests/fixtures/bad/truncated.npy",
+                "-o",
+                out,
+            ],
+        ),
+        (
+            "nan",
+            vec![
+                "topk",
+                "--attn",
+                "tests/fixtures/bad/nan_attn.npy",
+                "-o",
+                out,
+            ],
+        ),
+        (
+            "int32",
+            vec![
+                "topk",
+                "--attn",
+                "tests/fixtures/bad/int32_attn.npy",
+                "-o",
+                out,
+            ],
+        ),
         ("missing", vec!["inspect", "tests/fixtures/nope.npy"]),
-        ("layer_range", vec!["topk", "--attn", "tests/fixtures/minilm/attentions.npy", "--layers", "9", "-o", out]),
-        ("npz_key", vec!["topk", "--attn", "tests/fixtures/minilm/attentions.npz", "--attn-key", "nope", "-o", out]),
+        (
+            "layer_range",
+            vec![
+                "topk",
+                "--attn",
+                "tests/fixtures/minilm/attentions.npy",
+                "--layers",
+                "9",
+                "-o",
+                out,
+            ],
+        ),
+        (
+            "npz_key",
+            vec![
+                "topk",
+                "--attn",
+                "tests/fixtures/minilm/attentions.npz",
+                "--attn-key",
+                "nope",
+                "-o",
+                out,
+            ],
+        ),
     ];
     for (name, args) in cases {
         let o = run_in_repo(&args);

@@ -13,9 +13,10 @@ use polars::prelude::{CompatLevel, DataFrame, PolarsError, PolarsResult};
 use polars_arrow::datatypes::{ArrowDataType, ArrowSchema};
 use polars_parquet::read::ParquetError;
 use polars_parquet::write::{
-    array_to_columns, fallible_streaming_iterator, get_dtype_encoding, schema_to_metadata_key, to_parquet_schema,
-    CompressedPage, CompressionOptions, Compressor, DynIter, DynStreamingIterator, Encoding,
-    FileWriter, KeyValue, ParquetType, StatisticsOptions, Version, WriteOptions,
+    array_to_columns, fallible_streaming_iterator, get_dtype_encoding, schema_to_metadata_key,
+    to_parquet_schema, CompressedPage, CompressionOptions, Compressor, DynIter,
+    DynStreamingIterator, Encoding, FileWriter, KeyValue, ParquetType, StatisticsOptions, Version,
+    WriteOptions,
 };
 use rayon::prelude::*;
 
@@ -64,13 +65,17 @@ impl<W: Write> ParquetFrameWriter<W> {
                 .par_iter()
                 .zip(&self.fields)
                 .zip(&self.encodings)
-                .map(|((array, field), encoding)| encode(array.as_ref(), field, encoding, self.options))
+                .map(|((array, field), encoding)| {
+                    encode(array.as_ref(), field, encoding, self.options)
+                })
                 .collect::<PolarsResult<Vec<Vec<Vec<CompressedPage>>>>>()?
                 .into_iter()
                 .flatten()
                 .collect();
             let group = columns.iter().map(|pages| {
-                Ok(DynStreamingIterator::new(fallible_streaming_iterator::convert(pages.iter().map(Ok))))
+                Ok(DynStreamingIterator::new(
+                    fallible_streaming_iterator::convert(pages.iter().map(Ok)),
+                ))
             });
             self.writer.write(rows, DynIter::new(group))?;
         }
@@ -97,7 +102,8 @@ fn encode(
     leaves
         .into_iter()
         .map(|pages| {
-            let pages = pages.map(|p| p.map_err(|e| ParquetError::FeatureNotSupported(e.to_string())));
+            let pages =
+                pages.map(|p| p.map_err(|e| ParquetError::FeatureNotSupported(e.to_string())));
             Compressor::new_from_vec(pages, options.compression, vec![])
                 .collect::<Result<Vec<CompressedPage>, ParquetError>>()
                 .map_err(PolarsError::from)

@@ -24,7 +24,11 @@ impl TokenDictionary {
         let mapping = cats.mapping();
         let codes = rows
             .into_iter()
-            .map(|row| row.into_iter().map(|t| mapping.insert_cat(t)).collect::<PolarsResult<Vec<u32>>>())
+            .map(|row| {
+                row.into_iter()
+                    .map(|t| mapping.insert_cat(t))
+                    .collect::<PolarsResult<Vec<u32>>>()
+            })
             .collect::<PolarsResult<Vec<_>>>()?;
         Ok(TokenDictionary {
             dtype: DataType::Categorical(cats, mapping),
@@ -47,7 +51,9 @@ impl TokenDictionary {
     pub fn column(&self, name: &str, codes: Vec<u32>) -> Column {
         let phys = UInt32Chunked::from_vec(name.into(), codes);
         // SAFETY: every code came from `self.code`, i.e. from this mapping.
-        let ca = unsafe { Categorical32Chunked::from_cats_and_dtype_unchecked(phys, self.dtype.clone()) };
+        let ca = unsafe {
+            Categorical32Chunked::from_cats_and_dtype_unchecked(phys, self.dtype.clone())
+        };
         ca.into_series().into_column()
     }
 }
@@ -61,7 +67,11 @@ pub fn null_token_column(name: &str, len: usize) -> Column {
     // Built from fresh vectors: `full_null` materialises polars' shared zero buffer, which
     // costs more than the rest of a small run.
     let validity = Bitmap::from_u8_vec(vec![0u8; len.div_ceil(8)], len);
-    let codes = PrimitiveArray::new(ArrowDataType::UInt32, vec![0u32; len].into(), Some(validity));
+    let codes = PrimitiveArray::new(
+        ArrowDataType::UInt32,
+        vec![0u32; len].into(),
+        Some(validity),
+    );
     let phys = UInt32Chunked::with_chunk(name.into(), codes);
     // SAFETY: every code is null.
     let ca = unsafe { Categorical32Chunked::from_cats_and_dtype_unchecked(phys, dtype) };
@@ -88,7 +98,10 @@ mod tests {
         assert_eq!(d.code(0, 0), d.code(1, 0));
         assert_eq!(d.code(0, 2), d.code(1, 1));
         let col = d.column("token", vec![d.code(1, 2), d.code(0, 1)]);
-        let s = col.as_materialized_series().cast(&DataType::String).unwrap();
+        let s = col
+            .as_materialized_series()
+            .cast(&DataType::String)
+            .unwrap();
         let v: Vec<Option<&str>> = (0..s.len()).map(|i| s.str().unwrap().get(i)).collect();
         assert_eq!(v, vec![Some("c"), Some("a")]);
     }

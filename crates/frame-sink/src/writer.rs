@@ -150,7 +150,9 @@ impl FrameSink {
     /// Checks that the output can be created; the writer itself starts with the first chunk.
     pub fn create(target: &OutputTarget, options: SinkOptions) -> Result<FrameSink> {
         if options.row_group_size == 0 {
-            return Err(SinkError::Usage("--row-group-size must be at least 1".into()));
+            return Err(SinkError::Usage(
+                "--row-group-size must be at least 1".into(),
+            ));
         }
         let temp = match &target.path {
             Some(p) => Some(temp_path(p)?),
@@ -168,7 +170,11 @@ impl FrameSink {
 
     fn err(&self, reason: impl std::fmt::Display) -> SinkError {
         SinkError::Output {
-            path: self.target.path.clone().unwrap_or_else(|| "<stdout>".into()),
+            path: self
+                .target
+                .path
+                .clone()
+                .unwrap_or_else(|| "<stdout>".into()),
             reason: reason.to_string(),
         }
     }
@@ -181,13 +187,18 @@ impl FrameSink {
 
     fn arrow_metadata(&self) -> Arc<Metadata> {
         let mut m = Metadata::new();
-        m.insert("attnframes".into(), self.options.metadata_json.as_str().into());
+        m.insert(
+            "attnframes".into(),
+            self.options.metadata_json.as_str().into(),
+        );
         Arc::new(m)
     }
 
     fn start(&mut self, df: &DataFrame) -> Result<Writer> {
         let schema = df.schema();
-        let stdout = || -> Box<dyn Write + Send> { Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout())) };
+        let stdout = || -> Box<dyn Write + Send> {
+            Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout()))
+        };
         let ipc_schema = arrow_schema(df, IPC_COMPAT);
         let w = match (self.target.format, self.target.path.is_some()) {
             (OutputFormat::Parquet, _) => {
@@ -196,17 +207,34 @@ impl FrameSink {
                     Compression::Snappy => CompressionOptions::Snappy,
                     Compression::None => CompressionOptions::Uncompressed,
                 };
-                let w = ParquetFrameWriter::new(self.open_file()?, arrow_schema(df, CompatLevel::newest()), compression).map_err(|e| self.err(e))?;
+                let w = ParquetFrameWriter::new(
+                    self.open_file()?,
+                    arrow_schema(df, CompatLevel::newest()),
+                    compression,
+                )
+                .map_err(|e| self.err(e))?;
                 Writer::Parquet(Box::new(w))
             }
             (OutputFormat::Csv, is_file) => {
-                let out: Box<dyn Write + Send> = if is_file { Box::new(self.open_file()?) } else { stdout() };
-                let w = CsvWriter::new(out).include_header(true).batched(schema).map_err(|e| self.err(e))?;
+                let out: Box<dyn Write + Send> = if is_file {
+                    Box::new(self.open_file()?)
+                } else {
+                    stdout()
+                };
+                let w = CsvWriter::new(out)
+                    .include_header(true)
+                    .batched(schema)
+                    .map_err(|e| self.err(e))?;
                 Writer::Csv(w)
             }
             (OutputFormat::Ipc, true) => {
                 let schema = Arc::new(ipc_schema);
-                let mut w = FileWriter::new(self.open_file()?, schema.clone(), None, WriteOptions { compression: None });
+                let mut w = FileWriter::new(
+                    self.open_file()?,
+                    schema.clone(),
+                    None,
+                    WriteOptions { compression: None },
+                );
                 w.set_custom_schema_metadata(self.arrow_metadata());
                 w.start().map_err(|e| self.err(e))?;
                 Writer::IpcFile(w, schema)
@@ -245,8 +273,12 @@ impl FrameSink {
         let r = match writer {
             Writer::Parquet(w) => w.write(df),
             Writer::Csv(w) => w.write_batch(df),
-            Writer::IpcFile(w, schema) => record_batch(df, schema, IPC_COMPAT).and_then(|b| w.write(&b, None)),
-            Writer::IpcStream(w, schema) => record_batch(df, schema, IPC_COMPAT).and_then(|b| w.write(&b, None)),
+            Writer::IpcFile(w, schema) => {
+                record_batch(df, schema, IPC_COMPAT).and_then(|b| w.write(&b, None))
+            }
+            Writer::IpcStream(w, schema) => {
+                record_batch(df, schema, IPC_COMPAT).and_then(|b| w.write(&b, None))
+            }
         };
         r.map_err(|e| self.err(e))
     }
@@ -285,7 +317,8 @@ impl FrameSink {
         };
         r.map_err(|e| self.err(e))?;
         if let (Some(temp), Some(path)) = (&self.temp, &self.target.path) {
-            std::fs::rename(temp, path).map_err(|e| self.err(format!("cannot move the finished file into place ({e})")))?;
+            std::fs::rename(temp, path)
+                .map_err(|e| self.err(format!("cannot move the finished file into place ({e})")))?;
         }
         self.finished = true;
         Ok(self.rows)
@@ -313,13 +346,22 @@ fn temp_path(target: &Path) -> Result<PathBuf> {
         reason,
     };
     if !dir.is_dir() {
-        return Err(bad(format!("output directory {} does not exist", dir.display())));
+        return Err(bad(format!(
+            "output directory {} does not exist",
+            dir.display()
+        )));
     }
     if target.is_dir() {
         return Err(bad("is a directory".into()));
     }
-    let name = target.file_name().ok_or_else(|| bad("not a file name".into()))?;
-    Ok(dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id())))
+    let name = target
+        .file_name()
+        .ok_or_else(|| bad("not a file name".into()))?;
+    Ok(dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    )))
 }
 
 #[cfg(test)]
@@ -330,17 +372,30 @@ mod tests {
     fn targets_from_extension_and_format() {
         let t = OutputTarget::parse("a/b.csv", None).unwrap();
         assert_eq!(t.format, OutputFormat::Csv);
-        assert_eq!(OutputTarget::parse("x.arrow", None).unwrap().format, OutputFormat::Ipc);
-        assert_eq!(OutputTarget::parse("x.parquet", None).unwrap().format, OutputFormat::Parquet);
-        assert!(matches!(OutputTarget::parse("-", None), Err(SinkError::Usage(_))));
-        assert!(matches!(OutputTarget::parse("-", Some("parquet")), Err(SinkError::Usage(_))));
+        assert_eq!(
+            OutputTarget::parse("x.arrow", None).unwrap().format,
+            OutputFormat::Ipc
+        );
+        assert_eq!(
+            OutputTarget::parse("x.parquet", None).unwrap().format,
+            OutputFormat::Parquet
+        );
+        assert!(matches!(
+            OutputTarget::parse("-", None),
+            Err(SinkError::Usage(_))
+        ));
+        assert!(matches!(
+            OutputTarget::parse("-", Some("parquet")),
+            Err(SinkError::Usage(_))
+        ));
         assert_eq!(OutputTarget::parse("-", Some("ipc")).unwrap().path, None);
     }
 
     #[test]
     fn unfinished_output_leaves_nothing() {
         let d = tempfile::tempdir().unwrap();
-        let target = OutputTarget::parse(d.path().join("x.parquet").to_str().unwrap(), None).unwrap();
+        let target =
+            OutputTarget::parse(d.path().join("x.parquet").to_str().unwrap(), None).unwrap();
         let mut sink = FrameSink::create(&target, SinkOptions::default()).unwrap();
         sink.write(&df!("a" => [1u32, 2]).unwrap()).unwrap();
         drop(sink);

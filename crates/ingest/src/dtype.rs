@@ -39,7 +39,10 @@ impl Element {
     }
 
     pub fn is_float(&self) -> bool {
-        matches!(self.dtype, Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64)
+        matches!(
+            self.dtype,
+            Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64
+        )
     }
 
     /// numpy's name for the type (`float32`, `int64`, …), with `>` for big-endian.

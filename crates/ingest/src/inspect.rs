@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::error::Result;
+use crate::row_source::RowSource;
 use crate::source::{AttentionSource, SlabBuffer, SourceOptions};
 use crate::tensor::TensorFile;
 
@@ -78,15 +79,21 @@ pub fn summarize(path: &Path, key: Option<&str>, layout: Option<&str>) -> Result
         src.read_slab(id, &mut buf)?;
         nan += buf.values.iter().filter(|v| v.is_nan()).count() as u64;
         inf += buf.values.iter().filter(|v| v.is_infinite()).count() as u64;
-        let (lo, hi) = buf.values.chunks_exact(nk).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), row| {
-            let r: f64 = row.iter().map(|&v| v as f64).sum();
-            if r.is_nan() {
-                (lo, hi)
-            } else {
-                (lo.min(r), hi.max(r))
-            }
-        });
-        match sums.iter_mut().find(|h| h.layer == id.layer && h.head == id.head) {
+        let (lo, hi) = buf.values.chunks_exact(nk).fold(
+            (f64::INFINITY, f64::NEG_INFINITY),
+            |(lo, hi), row| {
+                let r: f64 = row.iter().map(|&v| v as f64).sum();
+                if r.is_nan() {
+                    (lo, hi)
+                } else {
+                    (lo.min(r), hi.max(r))
+                }
+            },
+        );
+        match sums
+            .iter_mut()
+            .find(|h| h.layer == id.layer && h.head == id.head)
+        {
             Some(h) => {
                 h.min = h.min.min(lo);
                 h.max = h.max.max(hi);

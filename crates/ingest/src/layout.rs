@@ -35,7 +35,11 @@ impl Layout {
             },
         };
         if letters.chars().count() != nd {
-            bail!(path, "--layout {letters} names {} axes but the tensor has {nd}: shape {shape:?}", letters.chars().count());
+            bail!(
+                path,
+                "--layout {letters} names {} axes but the tensor has {nd}: shape {shape:?}",
+                letters.chars().count()
+            );
         }
         let mut axes = Vec::with_capacity(nd);
         for c in letters.chars() {

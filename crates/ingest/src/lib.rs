@@ -9,14 +9,16 @@
 //!   `.npy` stream on stdin (`-`). Element types f16, bf16, f32, f64 (either byte order);
 //!   integer and bool arrays are read for masks and ids.
 //! - [`Layout`]: axis letters `L B H Q K`; 5-D defaults to `LBHQK`, 3-D `HQK`, 2-D `QK`.
-//! - [`AttentionSource`]: the selected `(batch, layer, head)` slabs in canonical order with
-//!   the attention mask, head importance, selections and [`Tokens`] applied once.
+//! - [`RowSource`]: the abstraction every analysis consumes — valid query rows, slab by slab.
+//! - [`AttentionSource`]: the dense [`RowSource`]: the selected `(batch, layer, head)` slabs in
+//!   canonical order with the attention mask, head importance, selections and [`Tokens`]
+//!   applied once.
 //! - [`summarize`]: what `attnframes inspect` prints.
 //!
 //! Every error is an [`IngestError`] naming the file at fault.
 //!
 //! ```no_run
-//! use ingest::{AttentionSource, SlabBuffer, SourceOptions};
+//! use ingest::{AttentionSource, RowSource, SlabBuffer, SourceOptions};
 //!
 //! let src = AttentionSource::open(&SourceOptions {
 //!     attn: "attentions.npy".into(),
@@ -37,6 +39,7 @@ mod error;
 mod inspect;
 pub mod layout;
 pub mod npy;
+mod row_source;
 mod selection;
 mod source;
 mod tensor;
@@ -46,6 +49,7 @@ pub use dtype::{Dtype, Element};
 pub use error::{IngestError, Result};
 pub use inspect::{summarize, HeadRowSums, TensorSummary};
 pub use layout::Layout;
+pub use row_source::RowSource;
 pub use selection::parse_selection;
 pub use source::{AttentionSource, Dims, SlabBuffer, SlabId, SourceOptions, TokenSpec};
 pub use tensor::{Container, TensorFile};

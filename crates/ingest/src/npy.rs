@@ -255,7 +255,10 @@ mod tests {
             assert_eq!(h.shape, vec![6, 3, 12]);
             assert!(!h.fortran_order);
             assert_eq!(h.element, Element::little(Dtype::F32));
-            assert_eq!(h.data_offset as usize, if v == 1 { 10 } else { 12 } + d.len());
+            assert_eq!(
+                h.data_offset as usize,
+                if v == 1 { 10 } else { 12 } + d.len()
+            );
         }
     }
 
@@ -281,9 +284,17 @@ mod tests {
     #[test]
     fn rejects_garbage() {
         assert!(parse_header(b"\x93NUMPX\x01\x00\x00\x00").is_err());
-        assert!(parse_header(&header(1, "{'descr': '<c8', 'fortran_order': False, 'shape': (1,)}")).is_err());
+        assert!(parse_header(&header(
+            1,
+            "{'descr': '<c8', 'fortran_order': False, 'shape': (1,)}"
+        ))
+        .is_err());
         assert!(parse_header(&header(1, "{'descr': '<f4', 'shape': (1,)}")).is_err());
-        assert!(parse_header(&header(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1")).is_err());
+        assert!(parse_header(&header(
+            1,
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1"
+        ))
+        .is_err());
         assert!(parse_header(&header(4, "{}")).is_err());
     }
 }

@@ -21,7 +21,10 @@ pub fn parse_selection(spec: Option<&str>, n: usize, what: &str) -> Result<Vec<u
             return Err(format!("--{what}s '{spec}': range {part} is empty"));
         }
         if b >= n {
-            return Err(format!("{what} {b} out of range 0..{} (the tensor has {n})", n.saturating_sub(1)));
+            return Err(format!(
+                "{what} {b} out of range 0..{} (the tensor has {n})",
+                n.saturating_sub(1)
+            ));
         }
         out.extend(a..=b);
     }
@@ -39,14 +42,22 @@ mod tests {
 
     #[test]
     fn lists_and_ranges() {
-        assert_eq!(parse_selection(Some("0,3,8-11"), 12, "layer").unwrap(), vec![0, 3, 8, 9, 10, 11]);
-        assert_eq!(parse_selection(Some("3,1-2,3"), 4, "head").unwrap(), vec![1, 2, 3]);
+        assert_eq!(
+            parse_selection(Some("0,3,8-11"), 12, "layer").unwrap(),
+            vec![0, 3, 8, 9, 10, 11]
+        );
+        assert_eq!(
+            parse_selection(Some("3,1-2,3"), 4, "head").unwrap(),
+            vec![1, 2, 3]
+        );
         assert_eq!(parse_selection(None, 3, "batch").unwrap(), vec![0, 1, 2]);
     }
 
     #[test]
     fn rejects_out_of_range_and_junk() {
-        assert!(parse_selection(Some("7"), 2, "layer").unwrap_err().contains("out of range"));
+        assert!(parse_selection(Some("7"), 2, "layer")
+            .unwrap_err()
+            .contains("out of range"));
         assert!(parse_selection(Some("a"), 2, "layer").is_err());
         assert!(parse_selection(Some("2-1"), 4, "layer").is_err());
         assert!(parse_selection(Some(","), 4, "layer").is_err());

@@ -8,6 +8,7 @@ use crate::dtype::{Dtype, Element};
 
 use crate::error::{bail, IngestError, Result};
 use crate::layout::{self, Layout};
+use crate::row_source::RowSource;
 use crate::selection::parse_selection;
 use crate::tensor::TensorFile;
 use crate::tokens::Tokens;
@@ -18,7 +19,10 @@ pub enum TokenSpec {
     #[default]
     None,
     File(PathBuf),
-    Ids { ids: PathBuf, vocab: PathBuf },
+    Ids {
+        ids: PathBuf,
+        vocab: PathBuf,
+    },
 }
 
 /// Everything that defines a dense attention input.
@@ -101,7 +105,11 @@ impl AttentionSource {
         let tensor = TensorFile::open(&opts.attn, opts.attn_key.as_deref())?;
         let path = tensor.path.clone();
         if !tensor.element.is_float() {
-            bail!(&path, "attention must be float16/32/64 (or bfloat16), got {}", tensor.element.name());
+            bail!(
+                &path,
+                "attention must be float16/32/64 (or bfloat16), got {}",
+                tensor.element.name()
+            );
         }
         let layout = Layout::resolve(opts.layout.as_deref(), &tensor.shape, &path)?;
         let [nl, nb, nh, nq, nk] = layout.canonical_shape(&tensor.shape);
@@ -124,20 +132,34 @@ impl AttentionSource {
         let sel = |spec: &Option<String>, n: usize, what: &str| {
             parse_selection(spec.as_deref(), n, what).map_err(|r| IngestError::invalid(&path, r))
         };
-        let layers = sel(&opts.layers, nl, "layer")?.into_iter().map(|i| i as u16).collect();
-        let heads = sel(&opts.heads, nh, "head")?.into_iter().map(|i| i as u16).collect();
-        let batches = sel(&opts.batch, nb, "batch")?.into_iter().map(|i| i as u32).collect();
+        let layers = sel(&opts.layers, nl, "layer")?
+            .into_iter()
+            .map(|i| i as u16)
+            .collect();
+        let heads = sel(&opts.heads, nh, "head")?
+            .into_iter()
+            .map(|i| i as u16)
+            .collect();
+        let batches = sel(&opts.batch, nb, "batch")?
+            .into_iter()
+            .map(|i| i as u32)
+            .collect();
         let (valid, valid_queries) = match &opts.attention_mask {
             Some(p) => {
                 let v = read_mask(p, nb, nq, nk)?;
                 (v.clone(), v)
             }
-            None => (vec![(0..nk as u32).collect(); nb], vec![(0..nq as u32).collect(); nb]),
+            None => (
+                vec![(0..nk as u32).collect(); nb],
+                vec![(0..nq as u32).collect(); nb],
+            ),
         };
         let tokens = match &opts.tokens {
             TokenSpec::None => None,
             TokenSpec::File(p) => Some(Tokens::from_file(p, nb, square(&path, nq, nk)?)?),
-            TokenSpec::Ids { ids, vocab } => Some(Tokens::from_ids(ids, vocab, nb, square(&path, nq, nk)?)?),
+            TokenSpec::Ids { ids, vocab } => {
+                Some(Tokens::from_ids(ids, vocab, nb, square(&path, nq, nk)?)?)
+            }
         };
         let head_importance = match &opts.head_importance {
             Some(p) => Some(read_head_importance(p, nl, nh)?),
@@ -176,37 +198,11 @@ impl AttentionSource {
         &self.tensor.path
     }
 
-    /// The selected slabs in canonical order: batch, then layer, then head.
-    pub fn slabs(&self) -> Vec<SlabId> {
-        let mut out = Vec::with_capacity(self.batches.len() * self.layers.len() * self.heads.len());
-        for &batch in &self.batches {
-            for &layer in &self.layers {
-                for &head in &self.heads {
-                    out.push(SlabId { batch, layer, head });
-                }
-            }
-        }
-        out
-    }
-
-    /// Valid key positions of batch row `b` (all keys without a mask).
-    pub fn valid_keys(&self, b: u32) -> &[u32] {
-        &self.valid[b as usize]
-    }
-
-    /// Valid query positions of batch row `b` (all queries without a mask).
-    pub fn valid_queries(&self, b: u32) -> &[u32] {
-        &self.valid_queries[b as usize]
-    }
-
-    /// True when slabs may be read concurrently and in any order.
-    pub fn is_seekable(&self) -> bool {
-        self.tensor.is_seekable()
-    }
-
     /// Token string of position `p` in batch row `b`, if tokens were given.
     pub fn token(&self, b: u32, p: u32) -> Option<&str> {
-        self.tokens.as_ref().map(|t| t.row(b as usize)[p as usize].as_str())
+        self.tokens
+            .as_ref()
+            .map(|t| t.row(b as usize)[p as usize].as_str())
     }
 
     fn slab_offset(&self, s: SlabId) -> u64 {
@@ -219,36 +215,6 @@ impl AttentionSource {
     /// block by block with [`read_rows`](Self::read_rows) and work on it while it is hot.
     pub fn rows_per_block(&self) -> usize {
         (BLOCK_VALUES / self.dims.keys).max(1)
-    }
-
-    /// Calls `f(i, q, row)` for every valid query `q` of the slab (the i-th valid one), in
-    /// ascending order, reading the slab in cache-sized blocks of rows and skipping blocks
-    /// that hold only padding.
-    pub fn for_each_query_row(
-        &self,
-        s: SlabId,
-        buf: &mut SlabBuffer,
-        mut f: impl FnMut(usize, u32, &[f32]),
-    ) -> Result<()> {
-        if self.zero_copy() {
-            return self.for_each_mapped_row(s, f);
-        }
-        let nk = self.dims.keys;
-        let queries = self.valid_queries(s.batch);
-        let per_block = self.rows_per_block();
-        let mut i = 0;
-        while i < queries.len() {
-            let first = queries[i] as usize;
-            let end = i + queries[i..].partition_point(|&q| (q as usize) < first + per_block);
-            let last = queries[end - 1] as usize;
-            self.read_rows(s, first..last + 1, buf)?;
-            for (j, &q) in queries[i..end].iter().enumerate() {
-                let at = (q as usize - first) * nk;
-                f(i + j, q, &buf.values[at..at + nk]);
-            }
-            i = end;
-        }
-        Ok(())
     }
 
     /// Large little-endian f32 slabs in a file with nothing to apply are read in place through
@@ -273,10 +239,14 @@ impl AttentionSource {
         let (first, last) = (first as usize, last as usize);
         let start = (self.slab_offset(s) + (first * nk) as u64) * 4;
         let len = (last + 1 - first) * nk * 4;
-        let map = self.tensor.map(start, len)?.expect("zero_copy implies a file");
+        let map = self
+            .tensor
+            .map(start, len)?
+            .expect("zero_copy implies a file");
         // SAFETY: the map holds `len` bytes, f32-aligned (checked in `zero_copy`; maps start
         // on a page), and every bit pattern is a valid f32.
-        let values: &[f32] = unsafe { std::slice::from_raw_parts(map.as_ptr() as *const f32, len / 4) };
+        let values: &[f32] =
+            unsafe { std::slice::from_raw_parts(map.as_ptr() as *const f32, len / 4) };
         let per_block = self.rows_per_block();
         let mut i = 0;
         while i < queries.len() {
@@ -299,7 +269,10 @@ impl AttentionSource {
             return Ok(());
         }
         let nk = self.dims.keys;
-        let i = values.iter().position(|v| !v.is_finite()).expect("a value is not finite");
+        let i = values
+            .iter()
+            .position(|v| !v.is_finite())
+            .expect("a value is not finite");
         bail!(
             self.path(),
             "attention contains {} at layer {}, batch {}, head {}, query {}, key {} (use --allow-nan to rank it last)",
@@ -325,7 +298,9 @@ impl AttentionSource {
         match self.plan {
             SlabPlan::Contiguous if e == Element::little(Dtype::F32) => {
                 // SAFETY: any byte pattern is a valid f32; the slice covers exactly `n` floats.
-                let bytes = unsafe { std::slice::from_raw_parts_mut(buf.values.as_mut_ptr() as *mut u8, n * 4) };
+                let bytes = unsafe {
+                    std::slice::from_raw_parts_mut(buf.values.as_mut_ptr() as *mut u8, n * 4)
+                };
                 self.tensor.read_at(start * 4, bytes)?;
             }
             SlabPlan::Contiguous => {
@@ -357,15 +332,81 @@ impl AttentionSource {
     }
 }
 
+impl RowSource for AttentionSource {
+    fn dims(&self) -> Dims {
+        self.dims
+    }
+
+    fn slabs(&self) -> Vec<SlabId> {
+        let mut out = Vec::with_capacity(self.batches.len() * self.layers.len() * self.heads.len());
+        for &batch in &self.batches {
+            for &layer in &self.layers {
+                for &head in &self.heads {
+                    out.push(SlabId { batch, layer, head });
+                }
+            }
+        }
+        out
+    }
+
+    fn valid_keys(&self, b: u32) -> &[u32] {
+        &self.valid[b as usize]
+    }
+
+    fn valid_queries(&self, b: u32) -> &[u32] {
+        &self.valid_queries[b as usize]
+    }
+
+    fn tokens(&self) -> Option<&Tokens> {
+        self.tokens.as_ref()
+    }
+
+    fn is_seekable(&self) -> bool {
+        self.tensor.is_seekable()
+    }
+
+    fn for_each_query_row(
+        &self,
+        s: SlabId,
+        buf: &mut SlabBuffer,
+        mut f: impl FnMut(usize, u32, &[f32]),
+    ) -> Result<()> {
+        if self.zero_copy() {
+            return self.for_each_mapped_row(s, f);
+        }
+        let nk = self.dims.keys;
+        let queries = self.valid_queries(s.batch);
+        let per_block = self.rows_per_block();
+        let mut i = 0;
+        while i < queries.len() {
+            let first = queries[i] as usize;
+            let end = i + queries[i..].partition_point(|&q| (q as usize) < first + per_block);
+            let last = queries[end - 1] as usize;
+            self.read_rows(s, first..last + 1, buf)?;
+            for (j, &q) in queries[i..end].iter().enumerate() {
+                let at = (q as usize - first) * nk;
+                f(i + j, q, &buf.values[at..at + nk]);
+            }
+            i = end;
+        }
+        Ok(())
+    }
+}
+
 /// True when no value is NaN or ±Inf; written so that the compiler vectorises it (an early
 /// exit per value, as `position` has, is several times slower on a hot path).
 fn all_finite(values: &[f32]) -> bool {
-    values.chunks(64).all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite()))
+    values
+        .chunks(64)
+        .all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite()))
 }
 
 fn square(path: &Path, nq: usize, nk: usize) -> Result<usize> {
     if nq != nk {
-        bail!(path, "tokens and masks need square attention, got {nq} queries × {nk} keys");
+        bail!(
+            path,
+            "tokens and masks need square attention, got {nq} queries × {nk} keys"
+        );
     }
     Ok(nq)
 }
@@ -374,24 +415,43 @@ fn read_mask(path: &Path, batch: usize, nq: usize, nk: usize) -> Result<Vec<Vec<
     let m = TensorFile::open(path, None)?;
     let seq = nk;
     if nq != nk {
-        bail!(path, "an attention mask needs square attention, got {nq} queries × {nk} keys");
+        bail!(
+            path,
+            "an attention mask needs square attention, got {nq} queries × {nk} keys"
+        );
     }
     let rows = match m.shape.as_slice() {
         [b, s] if *b == batch && *s == seq => batch,
         [s] if *s == seq => 1,
-        shape => bail!(path, "mask shape {shape:?} does not match (batch, sequence) = ({batch}, {seq})"),
+        shape => bail!(
+            path,
+            "mask shape {shape:?} does not match (batch, sequence) = ({batch}, {seq})"
+        ),
     };
     let v = m.to_f64_vec()?;
     let valid: Vec<Vec<u32>> = (0..rows)
-        .map(|r| (0..seq).filter(|&p| v[r * seq + p] != 0.0).map(|p| p as u32).collect())
+        .map(|r| {
+            (0..seq)
+                .filter(|&p| v[r * seq + p] != 0.0)
+                .map(|p| p as u32)
+                .collect()
+        })
         .collect();
-    Ok(if rows == 1 { vec![valid[0].clone(); batch] } else { valid })
+    Ok(if rows == 1 {
+        vec![valid[0].clone(); batch]
+    } else {
+        valid
+    })
 }
 
 fn read_head_importance(path: &Path, layers: usize, heads: usize) -> Result<Vec<f64>> {
     let t = TensorFile::open(path, None)?;
     if t.shape != [layers, heads] {
-        bail!(path, "head importance shape {:?} does not match (layers, heads) = ({layers}, {heads})", t.shape);
+        bail!(
+            path,
+            "head importance shape {:?} does not match (layers, heads) = ({layers}, {heads})",
+            t.shape
+        );
     }
     let v = t.to_f64_vec()?;
     if let Some(x) = v.iter().find(|x| !x.is_finite()) {

@@ -47,7 +47,10 @@ pub struct TensorFile {
 
 enum Storage {
     /// Positioned reads from a file; `base` is where the first element starts.
-    File { file: File, base: u64 },
+    File {
+        file: File,
+        base: u64,
+    },
     Memory(Vec<u8>),
     /// A forward-only stream; reads must come in ascending offset order.
     Stream(Mutex<StreamState>),
@@ -133,22 +136,38 @@ impl TensorFile {
     }
 
     fn open_npz(path: &Path, file: File, len: u64, key: Option<&str>) -> Result<TensorFile> {
-        let bad = |e: zip::result::ZipError| IngestError::invalid(path, format!("not a valid .npz file ({e})"));
+        let bad = |e: zip::result::ZipError| {
+            IngestError::invalid(path, format!("not a valid .npz file ({e})"))
+        };
         let reader = file.try_clone().map_err(|e| IngestError::io(path, e))?;
         let mut zip = zip::ZipArchive::new(reader).map_err(bad)?;
-        let names: Vec<String> = zip.file_names().filter_map(|n| n.ok()).map(|n| n.to_string()).collect();
-        let arrays: Vec<&str> = names.iter().map(|n| n.strip_suffix(".npy").unwrap_or(n)).collect();
+        let names: Vec<String> = zip
+            .file_names()
+            .filter_map(|n| n.ok())
+            .map(|n| n.to_string())
+            .collect();
+        let arrays: Vec<&str> = names
+            .iter()
+            .map(|n| n.strip_suffix(".npy").unwrap_or(n))
+            .collect();
         let key = pick_key(path, key, &arrays)?;
-        let member = names[arrays.iter().position(|a| *a == key).expect("picked from the list")].clone();
+        let member = names[arrays
+            .iter()
+            .position(|a| *a == key)
+            .expect("picked from the list")]
+        .clone();
         let mut entry = zip.by_name(&member).map_err(bad)?;
         let stored = entry.compression() == zip::CompressionMethod::Stored;
         let size = entry.size();
         if stored {
-            let start = entry.data_start().ok_or_else(|| IngestError::invalid(path, "member has no data offset"))?;
+            let start = entry
+                .data_start()
+                .ok_or_else(|| IngestError::invalid(path, "member has no data offset"))?;
             if start.checked_add(size).is_none_or(|end| end > len) {
                 bail!(path, "member '{member}' extends past the end of the file");
             }
-            let header = read_npy_header(path, |off, buf| file.read_exact_at(buf, start + off), size)?;
+            let header =
+                read_npy_header(path, |off, buf| file.read_exact_at(buf, start + off), size)?;
             let t = TensorFile {
                 path: path.to_path_buf(),
                 container: Container::Npz,
@@ -172,7 +191,8 @@ impl TensorFile {
         let total = npy::header_len(&pre).map_err(|r| IngestError::invalid(path, r))?;
         let mut head = pre;
         head.resize(total.max(npy::PREAMBLE_LEN), 0);
-        read_full(&mut entry, &mut head[npy::PREAMBLE_LEN..]).map_err(|e| IngestError::io(path, e))?;
+        read_full(&mut entry, &mut head[npy::PREAMBLE_LEN..])
+            .map_err(|e| IngestError::io(path, e))?;
         let header = npy::parse_header(&head).map_err(|r| IngestError::invalid(path, r))?;
         let mut t = TensorFile {
             path: path.to_path_buf(),
@@ -186,7 +206,11 @@ impl TensorFile {
         };
         let need = t.data_bytes()?;
         if size < header.data_offset + need {
-            bail!(path, "member '{member}' holds {size} bytes, its header needs {}", header.data_offset + need);
+            bail!(
+                path,
+                "member '{member}' holds {size} bytes, its header needs {}",
+                header.data_offset + need
+            );
         }
         let mut data = vec![0u8; need as usize];
         read_full(&mut entry, &mut data).map_err(|e| IngestError::io(path, e))?;
@@ -194,18 +218,28 @@ impl TensorFile {
         Ok(t)
     }
 
-    fn open_safetensors(path: &Path, file: File, len: u64, key: Option<&str>) -> Result<TensorFile> {
+    fn open_safetensors(
+        path: &Path,
+        file: File,
+        len: u64,
+        key: Option<&str>,
+    ) -> Result<TensorFile> {
         let mut n = [0u8; 8];
         if len < 8 {
             bail!(path, "truncated safetensors file ({len} bytes)");
         }
-        file.read_exact_at(&mut n, 0).map_err(|e| IngestError::io(path, e))?;
+        file.read_exact_at(&mut n, 0)
+            .map_err(|e| IngestError::io(path, e))?;
         let hlen = u64::from_le_bytes(n);
         if hlen > len - 8 || hlen > 100 << 20 {
-            bail!(path, "safetensors header length {hlen} exceeds the file ({len} bytes)");
+            bail!(
+                path,
+                "safetensors header length {hlen} exceeds the file ({len} bytes)"
+            );
         }
         let mut header = vec![0u8; hlen as usize];
-        file.read_exact_at(&mut header, 8).map_err(|e| IngestError::io(path, e))?;
+        file.read_exact_at(&mut header, 8)
+            .map_err(|e| IngestError::io(path, e))?;
         let meta: safetensors::tensor::Metadata = serde_json::from_slice(&header)
             .map_err(|e| IngestError::invalid(path, format!("bad safetensors header ({e})")))?;
         let tensors = meta.tensors();
@@ -240,7 +274,11 @@ impl TensorFile {
         };
         let need = t.data_bytes()?;
         if (end - start) as u64 != need {
-            bail!(path, "tensor data holds {} bytes, its shape needs {need}", end - start);
+            bail!(
+                path,
+                "tensor data holds {} bytes, its shape needs {need}",
+                end - start
+            );
         }
         t.check_fits(len.saturating_sub(base))?;
         Ok(t)
@@ -259,8 +297,15 @@ impl TensorFile {
     pub fn data_bytes(&self) -> Result<u64> {
         self.shape
             .iter()
-            .try_fold(self.element.size() as u64, |acc, &d| acc.checked_mul(d as u64))
-            .ok_or_else(|| IngestError::invalid(&self.path, format!("shape {:?} is too large to address", self.shape)))
+            .try_fold(self.element.size() as u64, |acc, &d| {
+                acc.checked_mul(d as u64)
+            })
+            .ok_or_else(|| {
+                IngestError::invalid(
+                    &self.path,
+                    format!("shape {:?} is too large to address", self.shape),
+                )
+            })
     }
 
     fn check_fits(&self, available: u64) -> Result<()> {
@@ -321,7 +366,10 @@ impl TensorFile {
                 let skipped = std::io::copy(&mut (&mut s.reader).take(skip), &mut std::io::sink())
                     .map_err(|e| IngestError::io(&self.path, e))?;
                 if skipped < skip {
-                    bail!(&self.path, "stream ends before the data its header announces");
+                    bail!(
+                        &self.path,
+                        "stream ends before the data its header announces"
+                    );
                 }
                 read_full(&mut s.reader, buf).map_err(|e| IngestError::io(&self.path, e))?;
                 s.pos = offset + buf.len() as u64;
@@ -339,7 +387,12 @@ impl TensorFile {
         };
         // SAFETY: the map is read-only and short-lived; a file truncated by another process
         // while mapped is the one hazard, as with every memory-mapped reader.
-        let map = unsafe { memmap2::MmapOptions::new().offset(base + offset).len(len).map(file) };
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(base + offset)
+                .len(len)
+                .map(file)
+        };
         map.map(Some).map_err(|e| IngestError::io(&self.path, e))
     }
 
@@ -358,8 +411,9 @@ impl TensorFile {
         }
         let need = self.data_bytes()?;
         let mut data = Vec::new();
-        data.try_reserve_exact(need as usize)
-            .map_err(|_| IngestError::invalid(&self.path, format!("cannot allocate {need} bytes")))?;
+        data.try_reserve_exact(need as usize).map_err(|_| {
+            IngestError::invalid(&self.path, format!("cannot allocate {need} bytes"))
+        })?;
         data.resize(need as usize, 0);
         self.read_at(0, &mut data)?;
         self.storage = Storage::Memory(data);
@@ -369,7 +423,10 @@ impl TensorFile {
     fn logical_values<T>(&self, convert: impl Fn(&[u8]) -> T) -> Result<Vec<T>> {
         let need = self.data_bytes()?;
         if need > 1 << 31 {
-            bail!(&self.path, "{need} bytes is too large for an auxiliary array");
+            bail!(
+                &self.path,
+                "{need} bytes is too large for an auxiliary array"
+            );
         }
         let mut raw = vec![0u8; need as usize];
         self.read_at(0, &mut raw)?;
@@ -416,7 +473,11 @@ fn pick_key(path: &Path, key: Option<&str>, names: &[&str]) -> Result<String> {
         None if names.contains(&"attentions") => Ok("attentions".to_string()),
         None if names.len() == 1 => Ok(names[0].to_string()),
         None if names.is_empty() => bail!(path, "contains no arrays"),
-        None => bail!(path, "several arrays ({}); name one with --attn-key", names.join(", ")),
+        None => bail!(
+            path,
+            "several arrays ({}); name one with --attn-key",
+            names.join(", ")
+        ),
     }
 }
 

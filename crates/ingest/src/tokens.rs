@@ -29,7 +29,9 @@ impl Tokens {
     /// A single list applies to every batch row.
     pub fn from_file(path: &Path, batch: usize, seq: usize) -> Result<Tokens> {
         let text = std::fs::read_to_string(path).map_err(|e| IngestError::io(path, e))?;
-        let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
         let rows: Vec<Arc<Vec<String>>> = if is_json {
             let v: Value = serde_json::from_str(&text)
                 .map_err(|e| IngestError::invalid(path, format!("not valid JSON ({e})")))?;
@@ -42,14 +44,17 @@ impl Tokens {
                     .map(|r| json_list(path, r).map(Arc::new))
                     .collect::<Result<_>>()?
             } else {
-                vec![Arc::new(json_list(path, &Value::Array(items))?); batch]
+                std::iter::repeat_n(Arc::new(json_list(path, &Value::Array(items))?), batch).collect()
             }
         } else {
-            let mut lines: Vec<String> = text.split('\n').map(|l| l.trim_end_matches('\r').to_string()).collect();
+            let mut lines: Vec<String> = text
+                .split('\n')
+                .map(|l| l.trim_end_matches('\r').to_string())
+                .collect();
             if lines.last().is_some_and(|l| l.is_empty()) {
                 lines.pop();
             }
-            vec![Arc::new(lines); batch]
+            std::iter::repeat_n(Arc::new(lines), batch).collect()
         };
         let t = Tokens { rows };
         t.check_shape(path, batch, seq)?;
@@ -58,12 +63,20 @@ impl Tokens {
 
     /// Token strings for `ids` (B,S) or (S,) through `vocab` (`vocab.txt`, `vocab.json`
     /// or `tokenizer.json`), as `convert_ids_to_tokens` does.
-    pub fn from_ids(ids_path: &Path, vocab_path: &Path, batch: usize, seq: usize) -> Result<Tokens> {
+    pub fn from_ids(
+        ids_path: &Path,
+        vocab_path: &Path,
+        batch: usize,
+        seq: usize,
+    ) -> Result<Tokens> {
         let ids = TensorFile::open(ids_path, None)?;
         let shape = ids.shape.clone();
         let ok = shape == [batch, seq] || (shape == [seq] && batch >= 1);
         if !ok {
-            bail!(ids_path, "ids shape {shape:?} does not match (batch, sequence) = ({batch}, {seq})");
+            bail!(
+                ids_path,
+                "ids shape {shape:?} does not match (batch, sequence) = ({batch}, {seq})"
+            );
         }
         let values = ids.to_i64_vec()?;
         let vocab = Vocab::load(vocab_path)?;
@@ -76,7 +89,11 @@ impl Tokens {
                     vocab.token(id).map(str::to_string).ok_or_else(|| {
                         IngestError::invalid(
                             ids_path,
-                            format!("id {id} is not in the vocabulary {} ({} entries)", vocab_path.display(), vocab.len()),
+                            format!(
+                                "id {id} is not in the vocabulary {} ({} entries)",
+                                vocab_path.display(),
+                                vocab.len()
+                            ),
                         )
                     })
                 })
@@ -91,11 +108,19 @@ impl Tokens {
 
     fn check_shape(&self, path: &Path, batch: usize, seq: usize) -> Result<()> {
         if self.rows.len() != batch {
-            bail!(path, "{} token rows for batch size {batch}", self.rows.len());
+            bail!(
+                path,
+                "{} token rows for batch size {batch}",
+                self.rows.len()
+            );
         }
         for (b, r) in self.rows.iter().enumerate() {
             if r.len() != seq {
-                bail!(path, "{} tokens in row {b} for sequence length {seq}", r.len());
+                bail!(
+                    path,
+                    "{} tokens in row {b} for sequence length {seq}",
+                    r.len()
+                );
             }
         }
         Ok(())
@@ -125,7 +150,10 @@ impl Vocab {
     pub fn load(path: &Path) -> Result<Vocab> {
         let text = std::fs::read_to_string(path).map_err(|e| IngestError::io(path, e))?;
         let mut by_id = HashMap::new();
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("txt")) {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("txt"))
+        {
             let mut lines: Vec<&str> = text.split('\n').collect();
             if lines.last() == Some(&"") {
                 lines.pop();
@@ -137,7 +165,8 @@ impl Vocab {
         }
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| IngestError::invalid(path, format!("not valid JSON ({e})")))?;
-        let bad = || IngestError::invalid(path, "expected vocab.json (token → id) or a tokenizer.json");
+        let bad =
+            || IngestError::invalid(path, "expected vocab.json (token → id) or a tokenizer.json");
         if let Some(model) = v.get("model") {
             match model.get("vocab") {
                 Some(Value::Object(m)) => insert_token_ids(&mut by_id, m).ok_or_else(bad)?,
@@ -149,8 +178,16 @@ impl Vocab {
                 }
                 _ => return Err(bad()),
             }
-            for a in v.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
-                let (Some(id), Some(content)) = (a.get("id").and_then(Value::as_i64), a.get("content").and_then(Value::as_str)) else {
+            for a in v
+                .get("added_tokens")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let (Some(id), Some(content)) = (
+                    a.get("id").and_then(Value::as_i64),
+                    a.get("content").and_then(Value::as_str),
+                ) else {
                     return Err(bad());
                 };
                 by_id.insert(id, content.to_string());
@@ -174,7 +211,10 @@ impl Vocab {
     }
 }
 
-fn insert_token_ids(by_id: &mut HashMap<i64, String>, m: &serde_json::Map<String, Value>) -> Option<()> {
+fn insert_token_ids(
+    by_id: &mut HashMap<i64, String>,
+    m: &serde_json::Map<String, Value>,
+) -> Option<()> {
     for (t, id) in m {
         by_id.insert(id.as_i64()?, t.clone());
     }

@@ -16,7 +16,12 @@ pub fn f32_col(name: &str, v: Vec<f32>) -> Column {
 }
 
 /// A token column from codes, or all null when no tokens were given.
-pub fn token_col(name: &str, dict: Option<&TokenDictionary>, codes: Vec<u32>, len: usize) -> Column {
+pub fn token_col(
+    name: &str,
+    dict: Option<&TokenDictionary>,
+    codes: Vec<u32>,
+    len: usize,
+) -> Column {
     match dict {
         Some(d) => d.column(name, codes),
         None => null_token_column(name, len),

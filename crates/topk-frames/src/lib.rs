@@ -1,7 +1,7 @@
 //! # topk-frames — what each token attends to, and what it receives
 //!
-//! Two analyses over an [`ingest::AttentionSource`] (the dense row source; Longformer
-//! sources give the same slabs), each producing polars frames for the frame sink:
+//! Two analyses over any [`ingest::RowSource`] (the dense [`ingest::AttentionSource`], or a
+//! sparse source that fills the same rows), each producing polars frames for the frame sink:
 //!
 //! - [`TopkFrames`]: for every (batch, layer, head, valid query) the k best valid keys —
 //!   columns [`TOPK_COLUMNS`] — streamed in chunks of bounded size, so a `--all` table of

@@ -73,13 +73,18 @@ pub fn select_top(row: &[f32], keys: Option<&[u32]>, k: usize, sel: &mut Selecti
 /// score that at least k entries reach, so every entry of the top k is ≥ it. The second
 /// pass keeps the keys of those entries — usually little more than k. Returns false when
 /// fewer than k numbers qualify (a row with NaN), for the caller to rank every entry.
-fn candidates_by_block_maxima(row: &[f32], k: usize, maxima: &mut Vec<f32>, cand: &mut Vec<u64>) -> bool {
+fn candidates_by_block_maxima(
+    row: &[f32],
+    k: usize,
+    maxima: &mut Vec<f32>,
+    cand: &mut Vec<u64>,
+) -> bool {
     maxima.clear();
     // `if x > m` skips NaN, so a block of NaN only has the maximum -inf.
-    maxima.extend(
-        row.chunks(BLOCK)
-            .map(|b| b.iter().fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })),
-    );
+    maxima.extend(row.chunks(BLOCK).map(|b| {
+        b.iter()
+            .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
+    }));
     let (_, &mut floor, _) = maxima.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
     for (b, block) in row.chunks(BLOCK).enumerate() {
         if block.iter().fold(false, |hit, &x| hit | (x >= floor)) {

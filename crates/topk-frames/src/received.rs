@@ -1,7 +1,7 @@
 //! `received`: how much attention each key receives, summed over the valid queries.
 
 use frame_sink::TokenDictionary;
-use ingest::{AttentionSource, SlabBuffer, SlabId};
+use ingest::{RowSource, SlabBuffer, SlabId};
 use polars::prelude::*;
 use rayon::prelude::*;
 
@@ -38,10 +38,12 @@ impl Reduce {
 
     /// Output columns, in order.
     pub fn columns(self) -> Vec<&'static str> {
-        ["batch", "layer", "head", "position", "token", "score", "rank"]
-            .into_iter()
-            .filter(|c| !(*c == "layer" && self.over_layers() || *c == "head" && self.over_heads()))
-            .collect()
+        [
+            "batch", "layer", "head", "position", "token", "score", "rank",
+        ]
+        .into_iter()
+        .filter(|c| !(*c == "layer" && self.over_layers() || *c == "head" && self.over_heads()))
+        .collect()
     }
 }
 
@@ -54,10 +56,14 @@ pub struct ReceivedOptions {
 }
 
 /// Column sums of one slab over its valid queries, for its valid keys (f64).
-fn slab_sums(src: &AttentionSource, id: SlabId, buf: &mut SlabBuffer) -> Result<Vec<f64>> {
-    let mut acc = vec![0f64; src.dims.keys];
+fn slab_sums(src: &impl RowSource, id: SlabId, buf: &mut SlabBuffer) -> Result<Vec<f64>> {
+    let mut acc = vec![0f64; src.dims().keys];
     src.for_each_query_row(id, buf, |_, _, row| add_row(&mut acc, row))?;
-    Ok(src.valid_keys(id.batch).iter().map(|&p| acc[p as usize]).collect())
+    Ok(src
+        .valid_keys(id.batch)
+        .iter()
+        .map(|&p| acc[p as usize])
+        .collect())
 }
 
 /// acc += row, in f64.
@@ -86,7 +92,11 @@ unsafe fn add_row_avx2(acc: &mut [f64], row: &[f32]) {
 }
 
 /// The received frame of a source (one chunk: it has one row per selected key and group).
-pub fn received_frame(src: &AttentionSource, tokens: Option<&TokenDictionary>, opts: ReceivedOptions) -> Result<DataFrame> {
+pub fn received_frame(
+    src: &impl RowSource,
+    tokens: Option<&TokenDictionary>,
+    opts: ReceivedOptions,
+) -> Result<DataFrame> {
     if opts.k == Some(0) {
         return Err(FrameError::Usage("-k must be at least 1".into()));
     }
@@ -98,11 +108,16 @@ pub fn received_frame(src: &AttentionSource, tokens: Option<&TokenDictionary>, o
             .collect::<Result<_>>()?
     } else {
         let mut buf = SlabBuffer::default();
-        slabs.iter().map(|&id| slab_sums(src, id, &mut buf)).collect::<Result<_>>()?
+        slabs
+            .iter()
+            .map(|&id| slab_sums(src, id, &mut buf))
+            .collect::<Result<_>>()?
     };
     if opts.normalize == Normalize::MinMax {
         let all = sums.iter().flatten().filter(|v| !v.is_nan());
-        let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
         let span = hi - lo;
         for v in sums.iter_mut().flatten() {
             *v = (*v - lo) / span;
@@ -113,7 +128,11 @@ pub fn received_frame(src: &AttentionSource, tokens: Option<&TokenDictionary>, o
     let group_of = |id: SlabId| {
         (
             id.batch,
-            if opts.reduce.over_layers() { 0 } else { id.layer },
+            if opts.reduce.over_layers() {
+                0
+            } else {
+                id.layer
+            },
             if opts.reduce.over_heads() { 0 } else { id.head },
         )
     };
@@ -123,7 +142,9 @@ pub fn received_frame(src: &AttentionSource, tokens: Option<&TokenDictionary>, o
     for i in order {
         let g = group_of(slabs[i]);
         match groups.last_mut() {
-            Some((last, acc)) if *last == g => acc.iter_mut().zip(&sums[i]).for_each(|(a, v)| *a += v),
+            Some((last, acc)) if *last == g => {
+                acc.iter_mut().zip(&sums[i]).for_each(|(a, v)| *a += v)
+            }
             _ => groups.push((g, sums[i].clone())),
         }
     }
@@ -131,7 +152,11 @@ pub fn received_frame(src: &AttentionSource, tokens: Option<&TokenDictionary>, o
     for ((b, l, h), acc) in groups {
         let keys = src.valid_keys(b);
         let scores: Vec<f32> = acc.iter().map(|&v| v as f32).collect();
-        let mut ranked: Vec<u64> = scores.iter().zip(keys).map(|(&s, &p)| rank_key(s, p)).collect();
+        let mut ranked: Vec<u64> = scores
+            .iter()
+            .zip(keys)
+            .map(|(&s, &p)| rank_key(s, p))
+            .collect();
         ranked.sort_unstable_by(|a, b| b.cmp(a));
         let keep = opts.k.unwrap_or(usize::MAX).min(ranked.len());
         let by_pos = |p: u32| keys.binary_search(&p).expect("ranked key is valid");

@@ -1,7 +1,7 @@
 //! `topk`: the k highest-scoring keys of every valid query row, as frame chunks.
 
 use frame_sink::TokenDictionary;
-use ingest::{AttentionSource, SlabBuffer, SlabId};
+use ingest::{RowSource, SlabBuffer, SlabId};
 use polars::prelude::*;
 use rayon::prelude::*;
 
@@ -33,8 +33,8 @@ pub struct TopkOptions {
 /// Streams the topk frame of a source in chunks of about `chunk_rows` rows, in canonical
 /// order (batch, layer, head, query_position, rank). Slabs of a chunk are processed in
 /// parallel, each writing into its own fixed rows, so the bytes do not depend on threads.
-pub struct TopkFrames<'a> {
-    src: &'a AttentionSource,
+pub struct TopkFrames<'a, S: RowSource> {
+    src: &'a S,
     tokens: Option<&'a TokenDictionary>,
     slabs: Vec<SlabId>,
     next: usize,
@@ -55,8 +55,12 @@ struct SlabRows<'c> {
     score: &'c mut [f32],
 }
 
-impl<'a> TopkFrames<'a> {
-    pub fn new(src: &'a AttentionSource, tokens: Option<&'a TokenDictionary>, options: TopkOptions) -> Result<Self> {
+impl<'a, S: RowSource> TopkFrames<'a, S> {
+    pub fn new(
+        src: &'a S,
+        tokens: Option<&'a TokenDictionary>,
+        options: TopkOptions,
+    ) -> Result<Self> {
         if options.k == Some(0) {
             return Err(FrameError::Usage("-k must be at least 1".into()));
         }
@@ -91,7 +95,11 @@ impl<'a> TopkFrames<'a> {
     fn build(&self, ids: &[SlabId]) -> Result<DataFrame> {
         let lens: Vec<usize> = ids.iter().map(|&id| self.slab_rows(id)).collect();
         let n: usize = lens.iter().sum();
-        let tok_lens: Vec<usize> = if self.tokens.is_some() { lens.clone() } else { vec![0; lens.len()] };
+        let tok_lens: Vec<usize> = if self.tokens.is_some() {
+            lens.clone()
+        } else {
+            vec![0; lens.len()]
+        };
         let tok_n = if self.tokens.is_some() { n } else { 0 };
         let mut batch = vec![0u32; n];
         let mut layer = vec![0u16; n];
@@ -113,18 +121,32 @@ impl<'a> TopkFrames<'a> {
             .zip(split_by(&mut token, &tok_lens))
             .zip(split_by(&mut rank, &lens))
             .zip(split_by(&mut score, &lens))
-            .map(|(((((((((id, batch), layer), head), query_position), query_token), position), token), rank), score)| SlabRows {
-                id: *id,
-                batch,
-                layer,
-                head,
-                query_position,
-                query_token,
-                position,
-                token,
-                rank,
-                score,
-            })
+            .map(
+                |(
+                    (
+                        (
+                            (
+                                (((((id, batch), layer), head), query_position), query_token),
+                                position,
+                            ),
+                            token,
+                        ),
+                        rank,
+                    ),
+                    score,
+                )| SlabRows {
+                    id: *id,
+                    batch,
+                    layer,
+                    head,
+                    query_position,
+                    query_token,
+                    position,
+                    token,
+                    rank,
+                    score,
+                },
+            )
             .collect();
         let fill = |buf: &mut (SlabBuffer, Selection), rows: SlabRows| self.fill_slab(buf, rows);
         if self.src.is_seekable() {
@@ -133,7 +155,9 @@ impl<'a> TopkFrames<'a> {
                 .try_for_each_init(|| (SlabBuffer::default(), Selection::default()), fill)?;
         } else {
             let mut buf = (SlabBuffer::default(), Selection::default());
-            parts.into_iter().try_for_each(|rows| fill(&mut buf, rows))?;
+            parts
+                .into_iter()
+                .try_for_each(|rows| fill(&mut buf, rows))?;
         }
         let columns = vec![
             u32_col("batch", batch),
@@ -155,7 +179,7 @@ impl<'a> TopkFrames<'a> {
         r.layer.fill(id.layer);
         r.head.fill(id.head);
         let keys = self.src.valid_keys(id.batch);
-        let keys = (keys.len() < self.src.dims.keys).then_some(keys);
+        let keys = (keys.len() < self.src.dims().keys).then_some(keys);
         let per = self.per_query(id.batch);
         let k = self.options.k.unwrap_or(usize::MAX);
         let codes = self.tokens.map(|t| t.row(id.batch));
@@ -180,7 +204,7 @@ impl<'a> TopkFrames<'a> {
     }
 }
 
-impl Iterator for TopkFrames<'_> {
+impl<S: RowSource> Iterator for TopkFrames<'_, S> {
     type Item = Result<DataFrame>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -189,7 +213,10 @@ impl Iterator for TopkFrames<'_> {
         }
         let start = self.next;
         let mut rows = 0usize;
-        while self.next < self.slabs.len() && (self.next == start || rows + self.slab_rows(self.slabs[self.next]) <= self.options.chunk_rows) {
+        while self.next < self.slabs.len()
+            && (self.next == start
+                || rows + self.slab_rows(self.slabs[self.next]) <= self.options.chunk_rows)
+        {
             rows += self.slab_rows(self.slabs[self.next]);
             self.next += 1;
         }

@@ -1,0 +1,39 @@
+//! The one abstraction every analysis consumes.
+
+use crate::error::Result;
+use crate::source::{Dims, SlabBuffer, SlabId};
+use crate::tokens::Tokens;
+
+/// Attention rows, slab by slab: for each selected (batch, layer, head) in canonical order,
+/// the rows of its valid queries over all keys, with masks and head importance already
+/// applied. Dense tensors implement it with [`AttentionSource`](crate::AttentionSource); a
+/// sparse format (Longformer's sliding window) implements it by scattering each row into
+/// the row buffer, so no analysis needs to know where rows come from.
+pub trait RowSource: Sync {
+    /// Sizes of the canonical axes.
+    fn dims(&self) -> Dims;
+
+    /// The selected slabs in canonical order: batch, then layer, then head.
+    fn slabs(&self) -> Vec<SlabId>;
+
+    /// Valid query positions of batch row `b`, ascending.
+    fn valid_queries(&self, b: u32) -> &[u32];
+
+    /// Valid key positions of batch row `b`, ascending.
+    fn valid_keys(&self, b: u32) -> &[u32];
+
+    /// Token strings, when given.
+    fn tokens(&self) -> Option<&Tokens>;
+
+    /// True when slabs may be read concurrently and in any order (false for a stream).
+    fn is_seekable(&self) -> bool;
+
+    /// Calls `f(i, q, row)` for every valid query `q` of slab `s` (the i-th valid one), in
+    /// ascending order; `row` holds the scores of all keys (`dims().keys` of them).
+    fn for_each_query_row(
+        &self,
+        s: SlabId,
+        buf: &mut SlabBuffer,
+        f: impl FnMut(usize, u32, &[f32]),
+    ) -> Result<()>;
+}
