@@ -73,6 +73,26 @@ pub fn parse_header(bytes: &[u8]) -> Result<NpyHeader, String> {
     })
 }
 
+/// A version 1 `.npy` header for a C-order array of `descr` (e.g. `<f4`) and `shape`,
+/// padded so the data starts on a 64-byte boundary, as numpy writes it.
+pub fn header_bytes(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let tuple = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    while (10 + dict.len() + 1) % 64 != 0 {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut out = MAGIC.to_vec();
+    out.extend([1, 0]);
+    out.extend((dict.len() as u16).to_le_bytes());
+    out.extend(dict.as_bytes());
+    out
+}
+
 /// `<f4`, `>f8`, `|b1`, `<i8`, … → element type and byte order.
 pub fn parse_descr(descr: &str) -> Result<Element, String> {
     let bad = || format!("unsupported dtype '{descr}'");
@@ -279,6 +299,17 @@ mod tests {
         .unwrap();
         assert_eq!(h.shape, vec![7]);
         assert_eq!(h.element.dtype, Dtype::Bool);
+    }
+
+    #[test]
+    fn written_headers_read_back() {
+        for shape in [vec![3], vec![2, 1, 4, 5, 5], vec![]] {
+            let h = header_bytes("<f4", &shape);
+            assert_eq!(h.len() % 64, 0);
+            let parsed = parse_header(&h).unwrap();
+            assert_eq!(parsed.shape, shape);
+            assert_eq!(parsed.data_offset as usize, h.len());
+        }
     }
 
     #[test]

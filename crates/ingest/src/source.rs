@@ -247,19 +247,13 @@ impl AttentionSource {
         // on a page), and every bit pattern is a valid f32.
         let values: &[f32] =
             unsafe { std::slice::from_raw_parts(map.as_ptr() as *const f32, len / 4) };
-        let per_block = self.rows_per_block();
-        let mut i = 0;
-        while i < queries.len() {
-            let block_first = queries[i] as usize;
-            let end = i + queries[i..].partition_point(|&q| (q as usize) < block_first + per_block);
-            let block_last = queries[end - 1] as usize;
+        for (run, block_first, block_last) in row_blocks(queries, self.rows_per_block()) {
             let block = &values[(block_first - first) * nk..(block_last + 1 - first) * nk];
             self.check_finite(s, block_first, block)?;
-            for (j, &q) in queries[i..end].iter().enumerate() {
-                let at = (q as usize - first) * nk;
-                f(i + j, q, &values[at..at + nk]);
+            for i in run {
+                let at = (queries[i] as usize - first) * nk;
+                f(i, queries[i], &values[at..at + nk]);
             }
-            i = end;
         }
         Ok(())
     }
@@ -376,21 +370,31 @@ impl RowSource for AttentionSource {
         }
         let nk = self.dims.keys;
         let queries = self.valid_queries(s.batch);
-        let per_block = self.rows_per_block();
-        let mut i = 0;
-        while i < queries.len() {
-            let first = queries[i] as usize;
-            let end = i + queries[i..].partition_point(|&q| (q as usize) < first + per_block);
-            let last = queries[end - 1] as usize;
+        for (run, first, last) in row_blocks(queries, self.rows_per_block()) {
             self.read_rows(s, first..last + 1, buf)?;
-            for (j, &q) in queries[i..end].iter().enumerate() {
-                let at = (q as usize - first) * nk;
-                f(i + j, q, &buf.values[at..at + nk]);
+            for i in run {
+                let at = (queries[i] as usize - first) * nk;
+                f(i, queries[i], &buf.values[at..at + nk]);
             }
-            i = end;
         }
         Ok(())
     }
+}
+
+/// Splits ascending `queries` into runs whose rows fit one block: (indices into `queries`,
+/// first row, last row) of each run.
+fn row_blocks(
+    queries: &[u32],
+    per_block: usize,
+) -> impl Iterator<Item = (Range<usize>, usize, usize)> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let first = *queries.get(i)? as usize;
+        let end = i + queries[i..].partition_point(|&q| (q as usize) < first + per_block);
+        let run = (i..end, first, queries[end - 1] as usize);
+        i = end;
+        Some(run)
+    })
 }
 
 /// True when no value is NaN or ±Inf; written so that the compiler vectorises it (an early

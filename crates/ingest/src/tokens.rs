@@ -44,7 +44,8 @@ impl Tokens {
                     .map(|r| json_list(path, r).map(Arc::new))
                     .collect::<Result<_>>()?
             } else {
-                std::iter::repeat_n(Arc::new(json_list(path, &Value::Array(items))?), batch).collect()
+                std::iter::repeat_n(Arc::new(json_list(path, &Value::Array(items))?), batch)
+                    .collect()
             }
         } else {
             let mut lines: Vec<String> = text
