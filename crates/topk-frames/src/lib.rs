@@ -29,6 +29,7 @@ mod error;
 mod frame;
 pub mod rank;
 mod received;
+mod scratch;
 mod topk;
 
 pub use error::{FrameError, Result};

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use crate::error::{FrameError, Result};
 use crate::frame::{f32_col, token_col, u16_col, u32_col};
 use crate::rank::{key_position, rank_key};
+use crate::scratch::with_scratch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Normalize {
@@ -101,17 +102,11 @@ pub fn received_frame(
         return Err(FrameError::Usage("-k must be at least 1".into()));
     }
     let slabs = src.slabs();
+    let sums_of = |&id: &SlabId| with_scratch(|s| slab_sums(src, id, &mut s.slab));
     let mut sums: Vec<Vec<f64>> = if src.is_seekable() {
-        slabs
-            .par_iter()
-            .map_init(SlabBuffer::default, |buf, &id| slab_sums(src, id, buf))
-            .collect::<Result<_>>()?
+        slabs.par_iter().map(sums_of).collect::<Result<_>>()?
     } else {
-        let mut buf = SlabBuffer::default();
-        slabs
-            .iter()
-            .map(|&id| slab_sums(src, id, &mut buf))
-            .collect::<Result<_>>()?
+        slabs.iter().map(sums_of).collect::<Result<_>>()?
     };
     if opts.normalize == Normalize::MinMax {
         let all = sums.iter().flatten().filter(|v| !v.is_nan());

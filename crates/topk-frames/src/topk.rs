@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use crate::error::{FrameError, Result};
 use crate::frame::{f32_col, split_by, token_col, u16_col, u32_col};
 use crate::rank::{key_position, select_top, Selection};
+use crate::scratch::with_scratch;
 
 /// Column names of a topk frame, in order.
 pub const TOPK_COLUMNS: [&str; 9] = [
@@ -148,16 +149,12 @@ impl<'a, S: RowSource> TopkFrames<'a, S> {
                 },
             )
             .collect();
-        let fill = |buf: &mut (SlabBuffer, Selection), rows: SlabRows| self.fill_slab(buf, rows);
+        let fill =
+            |rows: SlabRows| with_scratch(|s| self.fill_slab(&mut s.slab, &mut s.selection, rows));
         if self.src.is_seekable() {
-            parts
-                .into_par_iter()
-                .try_for_each_init(|| (SlabBuffer::default(), Selection::default()), fill)?;
+            parts.into_par_iter().try_for_each(fill)?;
         } else {
-            let mut buf = (SlabBuffer::default(), Selection::default());
-            parts
-                .into_iter()
-                .try_for_each(|rows| fill(&mut buf, rows))?;
+            parts.into_iter().try_for_each(fill)?;
         }
         let columns = vec![
             u32_col("batch", batch),
@@ -173,7 +170,7 @@ impl<'a, S: RowSource> TopkFrames<'a, S> {
         Ok(DataFrame::new(n, columns)?)
     }
 
-    fn fill_slab(&self, (buf, sel): &mut (SlabBuffer, Selection), r: SlabRows) -> Result<()> {
+    fn fill_slab(&self, buf: &mut SlabBuffer, sel: &mut Selection, r: SlabRows) -> Result<()> {
         let id = r.id;
         r.batch.fill(id.batch);
         r.layer.fill(id.layer);
