@@ -163,7 +163,9 @@ fn metadata(command: &str, a: &InputArgs, src: &AttentionSource, options: Value)
     .to_string()
 }
 
-fn open_sink(o: &OutputArgs, metadata_json: String) -> Result<FrameSink, CliError> {
+/// Creates the sink first, so that output problems (a missing directory, `-o -` without
+/// `--format`) are reported before any input is read.
+fn open_sink(o: &OutputArgs) -> Result<FrameSink, CliError> {
     let format = o.format.map(|f| match f {
         FormatArg::Parquet => "parquet",
         FormatArg::Csv => "csv",
@@ -180,7 +182,7 @@ fn open_sink(o: &OutputArgs, metadata_json: String) -> Result<FrameSink, CliErro
         SinkOptions {
             compression,
             row_group_size: o.row_group_size as usize,
-            metadata_json,
+            metadata_json: String::new(),
         },
     )?)
 }
@@ -190,15 +192,14 @@ fn selection_options(a: &InputArgs) -> Value {
 }
 
 fn topk(a: &TopkArgs, show_progress: bool) -> Result<(), CliError> {
-    // Output problems (missing directory, -o - without --format) are found before any reading.
-    open_sink(&a.output, String::new())?;
+    let mut sink = open_sink(&a.output)?;
     let src = AttentionSource::open(&source_options(&a.input))?;
     let tokens = token_dictionary(&src)?;
     let k = (!a.all).then_some(a.k as usize);
     let mut options = selection_options(&a.input);
     options["k"] = json!(k);
     options["all"] = json!(a.all);
-    let mut sink = open_sink(&a.output, metadata("topk", &a.input, &src, options))?;
+    sink.set_metadata(metadata("topk", &a.input, &src, options));
     let mut frames = TopkFrames::new(
         &src,
         tokens.as_ref(),
@@ -219,7 +220,7 @@ fn topk(a: &TopkArgs, show_progress: bool) -> Result<(), CliError> {
 }
 
 fn received(a: &ReceivedArgs) -> Result<(), CliError> {
-    open_sink(&a.output, String::new())?;
+    let mut sink = open_sink(&a.output)?;
     let src = AttentionSource::open(&source_options(&a.input))?;
     let tokens = token_dictionary(&src)?;
     let opts = ReceivedOptions {
@@ -239,7 +240,7 @@ fn received(a: &ReceivedArgs) -> Result<(), CliError> {
     options["normalize"] = json!(format!("{:?}", opts.normalize).to_lowercase());
     options["reduce"] = json!(format!("{:?}", opts.reduce).to_lowercase());
     options["k"] = json!(opts.k);
-    let mut sink = open_sink(&a.output, metadata("received", &a.input, &src, options))?;
+    sink.set_metadata(metadata("received", &a.input, &src, options));
     let df: DataFrame = received_frame(&src, tokens.as_ref(), opts)?;
     sink.write(&df)?;
     sink.finish(&df)?;

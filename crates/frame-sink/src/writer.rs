@@ -249,6 +249,11 @@ impl FrameSink {
         Ok(w)
     }
 
+    /// Sets the `attnframes` metadata JSON; takes effect when the first chunk starts the file.
+    pub fn set_metadata(&mut self, json: String) {
+        self.options.metadata_json = json;
+    }
+
     /// Writes one chunk; chunks longer than the row-group size are cut.
     pub fn write(&mut self, df: &DataFrame) -> Result<()> {
         if self.writer.is_none() {
