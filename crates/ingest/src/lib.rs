@@ -34,6 +34,7 @@
 //! # Ok::<(), ingest::IngestError>(())
 //! ```
 
+mod annotations;
 pub mod dtype;
 mod error;
 mod inspect;
@@ -45,6 +46,7 @@ mod source;
 mod tensor;
 mod tokens;
 
+pub use annotations::Annotations;
 pub use dtype::{Dtype, Element};
 pub use error::{IngestError, Result};
 pub use inspect::{summarize, HeadRowSums, TensorSummary};

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use crate::dtype::{Dtype, Element};
 
-use crate::error::{bail, IngestError, Result};
+use crate::annotations::Annotations;
+use crate::error::{bail, Result};
 use crate::layout::{self, Layout};
 use crate::row_source::RowSource;
-use crate::selection::parse_selection;
 use crate::tensor::TensorFile;
 use crate::tokens::Tokens;
 
@@ -88,16 +88,8 @@ pub struct AttentionSource {
     pub dims: Dims,
     strides: [u64; 5],
     plan: SlabPlan,
-    /// Valid (non-padded) key positions of each batch row, ascending.
-    valid: Vec<Vec<u32>>,
-    /// Valid query positions (the mask's positions too when there is one).
-    valid_queries: Vec<Vec<u32>>,
-    pub tokens: Option<Tokens>,
-    head_importance: Option<Vec<f64>>,
-    pub layers: Vec<u16>,
-    pub heads: Vec<u16>,
-    pub batches: Vec<u32>,
-    allow_nan: bool,
+    /// Selections, masks, tokens and head importance.
+    pub annotations: Annotations,
 }
 
 impl AttentionSource {
@@ -129,56 +121,14 @@ impl AttentionSource {
         } else {
             SlabPlan::Strided
         };
-        let sel = |spec: &Option<String>, n: usize, what: &str| {
-            parse_selection(spec.as_deref(), n, what).map_err(|r| IngestError::invalid(&path, r))
-        };
-        let layers = sel(&opts.layers, nl, "layer")?
-            .into_iter()
-            .map(|i| i as u16)
-            .collect();
-        let heads = sel(&opts.heads, nh, "head")?
-            .into_iter()
-            .map(|i| i as u16)
-            .collect();
-        let batches = sel(&opts.batch, nb, "batch")?
-            .into_iter()
-            .map(|i| i as u32)
-            .collect();
-        let (valid, valid_queries) = match &opts.attention_mask {
-            Some(p) => {
-                let v = read_mask(p, nb, nq, nk)?;
-                (v.clone(), v)
-            }
-            None => (
-                vec![(0..nk as u32).collect(); nb],
-                vec![(0..nq as u32).collect(); nb],
-            ),
-        };
-        let tokens = match &opts.tokens {
-            TokenSpec::None => None,
-            TokenSpec::File(p) => Some(Tokens::from_file(p, nb, square(&path, nq, nk)?)?),
-            TokenSpec::Ids { ids, vocab } => {
-                Some(Tokens::from_ids(ids, vocab, nb, square(&path, nq, nk)?)?)
-            }
-        };
-        let head_importance = match &opts.head_importance {
-            Some(p) => Some(read_head_importance(p, nl, nh)?),
-            None => None,
-        };
+        let annotations = Annotations::load(opts, dims, &path)?;
         let mut source = AttentionSource {
             tensor,
             layout,
             dims,
             strides,
             plan,
-            valid,
-            valid_queries,
-            tokens,
-            head_importance,
-            layers,
-            heads,
-            batches,
-            allow_nan: opts.allow_nan,
+            annotations,
         };
         // Slabs that are not contiguous, or a stream whose order is not slab order, are
         // read from memory (the file's own order cannot be followed slab by slab).
@@ -196,13 +146,6 @@ impl AttentionSource {
 
     pub fn path(&self) -> &Path {
         &self.tensor.path
-    }
-
-    /// Token string of position `p` in batch row `b`, if tokens were given.
-    pub fn token(&self, b: u32, p: u32) -> Option<&str> {
-        self.tokens
-            .as_ref()
-            .map(|t| t.row(b as usize)[p as usize].as_str())
     }
 
     fn slab_offset(&self, s: SlabId) -> u64 {
@@ -225,7 +168,7 @@ impl AttentionSource {
         self.plan == SlabPlan::Contiguous
             && self.dims.queries * self.dims.keys * 4 >= MAP_MIN_BYTES
             && self.tensor.element == Element::little(Dtype::F32)
-            && self.head_importance.is_none()
+            && !self.annotations.has_head_importance()
             && self.tensor.data_start().is_some_and(|b| b % 4 == 0)
             && cfg!(target_endian = "little")
     }
@@ -259,19 +202,8 @@ impl AttentionSource {
     }
 
     fn check_finite(&self, s: SlabId, first_row: usize, values: &[f32]) -> Result<()> {
-        if self.allow_nan || all_finite(values) {
-            return Ok(());
-        }
-        let nk = self.dims.keys;
-        let i = values
-            .iter()
-            .position(|v| !v.is_finite())
-            .expect("a value is not finite");
-        bail!(
-            self.path(),
-            "attention contains {} at layer {}, batch {}, head {}, query {}, key {} (use --allow-nan to rank it last)",
-            values[i], s.layer, s.batch, s.head, first_row + i / nk, i % nk
-        );
+        self.annotations
+            .check_finite(self.path(), s, first_row, self.dims.keys, values)
     }
 
     /// Fills `buf.values` with the whole slab (queries × keys, row-major).
@@ -316,12 +248,7 @@ impl AttentionSource {
             }
         }
         self.check_finite(s, rows.start, &buf.values)?;
-        if let Some(hi) = &self.head_importance {
-            let f = hi[s.layer as usize * self.dims.heads + s.head as usize];
-            for v in &mut buf.values {
-                *v = (*v as f64 * f) as f32;
-            }
-        }
+        self.annotations.scale(s, &mut buf.values);
         Ok(())
     }
 }
@@ -332,27 +259,19 @@ impl RowSource for AttentionSource {
     }
 
     fn slabs(&self) -> Vec<SlabId> {
-        let mut out = Vec::with_capacity(self.batches.len() * self.layers.len() * self.heads.len());
-        for &batch in &self.batches {
-            for &layer in &self.layers {
-                for &head in &self.heads {
-                    out.push(SlabId { batch, layer, head });
-                }
-            }
-        }
-        out
+        self.annotations.slabs()
     }
 
     fn valid_keys(&self, b: u32) -> &[u32] {
-        &self.valid[b as usize]
+        self.annotations.valid_keys(b)
     }
 
     fn valid_queries(&self, b: u32) -> &[u32] {
-        &self.valid_queries[b as usize]
+        self.annotations.valid_queries(b)
     }
 
     fn tokens(&self) -> Option<&Tokens> {
-        self.tokens.as_ref()
+        self.annotations.tokens()
     }
 
     fn is_seekable(&self) -> bool {
@@ -383,7 +302,7 @@ impl RowSource for AttentionSource {
 
 /// Splits ascending `queries` into runs whose rows fit one block: (indices into `queries`,
 /// first row, last row) of each run.
-fn row_blocks(
+pub(crate) fn row_blocks(
     queries: &[u32],
     per_block: usize,
 ) -> impl Iterator<Item = (Range<usize>, usize, usize)> + '_ {
@@ -395,71 +314,4 @@ fn row_blocks(
         i = end;
         Some(run)
     })
-}
-
-/// True when no value is NaN or ±Inf; written so that the compiler vectorises it (an early
-/// exit per value, as `position` has, is several times slower on a hot path).
-fn all_finite(values: &[f32]) -> bool {
-    values
-        .chunks(64)
-        .all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite()))
-}
-
-fn square(path: &Path, nq: usize, nk: usize) -> Result<usize> {
-    if nq != nk {
-        bail!(
-            path,
-            "tokens and masks need square attention, got {nq} queries × {nk} keys"
-        );
-    }
-    Ok(nq)
-}
-
-fn read_mask(path: &Path, batch: usize, nq: usize, nk: usize) -> Result<Vec<Vec<u32>>> {
-    let m = TensorFile::open(path, None)?;
-    let seq = nk;
-    if nq != nk {
-        bail!(
-            path,
-            "an attention mask needs square attention, got {nq} queries × {nk} keys"
-        );
-    }
-    let rows = match m.shape.as_slice() {
-        [b, s] if *b == batch && *s == seq => batch,
-        [s] if *s == seq => 1,
-        shape => bail!(
-            path,
-            "mask shape {shape:?} does not match (batch, sequence) = ({batch}, {seq})"
-        ),
-    };
-    let v = m.to_f64_vec()?;
-    let valid: Vec<Vec<u32>> = (0..rows)
-        .map(|r| {
-            (0..seq)
-                .filter(|&p| v[r * seq + p] != 0.0)
-                .map(|p| p as u32)
-                .collect()
-        })
-        .collect();
-    Ok(if rows == 1 {
-        vec![valid[0].clone(); batch]
-    } else {
-        valid
-    })
-}
-
-fn read_head_importance(path: &Path, layers: usize, heads: usize) -> Result<Vec<f64>> {
-    let t = TensorFile::open(path, None)?;
-    if t.shape != [layers, heads] {
-        bail!(
-            path,
-            "head importance shape {:?} does not match (layers, heads) = ({layers}, {heads})",
-            t.shape
-        );
-    }
-    let v = t.to_f64_vec()?;
-    if let Some(x) = v.iter().find(|x| !x.is_finite()) {
-        bail!(path, "head importance contains {x}");
-    }
-    Ok(v)
 }
