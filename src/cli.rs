@@ -29,6 +29,8 @@ pub enum Command {
     Topk(TopkArgs),
     /// Attention each key receives, summed over the valid queries.
     Received(ReceivedArgs),
+    /// Longformer sliding-window + global attention as a dense (L,B,H,S,S) float32 .npy.
+    Dense(DenseArgs),
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +88,12 @@ pub struct InputArgs {
     /// Accept NaN/Inf in attention (ranked last) instead of failing.
     #[arg(long)]
     pub allow_nan: bool,
+    /// Longformer global attentions (L,B,H,S_pad,x): --attn is then HF's sliding-window tensor.
+    #[arg(long)]
+    pub global_attn: Option<PathBuf>,
+    /// (B,S) HF global_attention_mask, nonzero = global (needed when x > 1).
+    #[arg(long, requires = "global_attn")]
+    pub global_mask: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -162,4 +170,13 @@ pub struct ReceivedArgs {
     /// Keep ranks ≤ k (default: every rank).
     #[arg(short, value_parser = clap::value_parser!(u64).range(1..))]
     pub k: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DenseArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Output .npy, or - for stdout.
+    #[arg(long, short)]
+    pub output: String,
 }

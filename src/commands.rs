@@ -2,9 +2,12 @@
 
 use std::io::{IsTerminal, Write};
 
-use frame_sink::{Compression, FrameSink, OutputTarget, SinkOptions, TokenDictionary};
+use frame_sink::{
+    AtomicOutput, Compression, FrameSink, OutputTarget, SinkOptions, TokenDictionary,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use ingest::{AttentionSource, RowSource, SourceOptions, TokenSpec};
+use longformer_dense::SlidingWindowAttention;
 use polars::prelude::DataFrame;
 use serde_json::{json, Value};
 use topk_frames::{received_frame, Normalize, ReceivedOptions, Reduce, TopkFrames, TopkOptions};
@@ -24,6 +27,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Inspect(a) => inspect(&a),
         Command::Topk(a) => topk(&a, show_progress),
         Command::Received(a) => received(&a),
+        Command::Dense(a) => dense(&a),
     }
 }
 
@@ -129,6 +133,38 @@ fn source_options(a: &InputArgs) -> SourceOptions {
     }
 }
 
+/// The opened input: a dense tensor, or Longformer's sliding-window and global tensors.
+enum Input {
+    Dense(AttentionSource),
+    Longformer(SlidingWindowAttention),
+}
+
+fn open_input(a: &InputArgs) -> Result<Input, CliError> {
+    let opts = source_options(a);
+    Ok(match &a.global_attn {
+        None => Input::Dense(AttentionSource::open(&opts)?),
+        Some(g) => Input::Longformer(SlidingWindowAttention::open(
+            &opts,
+            g,
+            a.global_mask.as_deref(),
+        )?),
+    })
+}
+
+impl Input {
+    fn shapes(&self) -> Value {
+        match self {
+            Input::Dense(s) => json!({
+                "attn": s.tensor.shape, "layout": s.layout.letters(), "dtype": s.tensor.element.name(),
+            }),
+            Input::Longformer(s) => json!({
+                "attn": s.sliding.shape, "global_attn": s.global.shape, "layout": "LBHQK",
+                "dtype": s.sliding.element.name(), "window": s.w, "global_slots": s.x,
+            }),
+        }
+    }
+}
+
 fn token_dictionary(src: &impl RowSource) -> Result<Option<TokenDictionary>, CliError> {
     let Some(t) = src.tokens() else {
         return Ok(None);
@@ -143,10 +179,12 @@ fn path_str(p: &Option<std::path::PathBuf>) -> Value {
 }
 
 /// The `attnframes` metadata: command, inputs, shapes, options, version.
-fn metadata(command: &str, a: &InputArgs, src: &AttentionSource, options: Value) -> String {
+fn metadata(command: &str, a: &InputArgs, input: &Input, options: Value) -> String {
     let inputs = json!({
         "attn": a.attn.display().to_string(),
-        "attn_key": src.tensor.key,
+        "attn_key": a.attn_key,
+        "global_attn": path_str(&a.global_attn),
+        "global_mask": path_str(&a.global_mask),
         "attention_mask": path_str(&a.attention_mask),
         "tokens": path_str(&a.tokens),
         "input_ids": path_str(&a.input_ids),
@@ -156,7 +194,7 @@ fn metadata(command: &str, a: &InputArgs, src: &AttentionSource, options: Value)
     json!({
         "command": command,
         "inputs": inputs,
-        "shapes": {"attn": src.tensor.shape, "layout": src.layout.letters(), "dtype": src.tensor.element.name()},
+        "shapes": input.shapes(),
         "options": options,
         "version": env!("CARGO_PKG_VERSION"),
     })
@@ -192,16 +230,29 @@ fn selection_options(a: &InputArgs) -> Value {
 }
 
 fn topk(a: &TopkArgs, show_progress: bool) -> Result<(), CliError> {
-    let mut sink = open_sink(&a.output)?;
-    let src = AttentionSource::open(&source_options(&a.input))?;
-    let tokens = token_dictionary(&src)?;
+    let sink = open_sink(&a.output)?;
+    let input = open_input(&a.input)?;
+    match &input {
+        Input::Dense(src) => topk_on(a, src, &input, sink, show_progress),
+        Input::Longformer(src) => topk_on(a, src, &input, sink, show_progress),
+    }
+}
+
+fn topk_on(
+    a: &TopkArgs,
+    src: &impl RowSource,
+    input: &Input,
+    mut sink: FrameSink,
+    show_progress: bool,
+) -> Result<(), CliError> {
+    let tokens = token_dictionary(src)?;
     let k = (!a.all).then_some(a.k as usize);
     let mut options = selection_options(&a.input);
     options["k"] = json!(k);
     options["all"] = json!(a.all);
-    sink.set_metadata(metadata("topk", &a.input, &src, options));
+    sink.set_metadata(metadata("topk", &a.input, input, options));
     let mut frames = TopkFrames::new(
-        &src,
+        src,
         tokens.as_ref(),
         TopkOptions {
             k,
@@ -220,9 +271,21 @@ fn topk(a: &TopkArgs, show_progress: bool) -> Result<(), CliError> {
 }
 
 fn received(a: &ReceivedArgs) -> Result<(), CliError> {
-    let mut sink = open_sink(&a.output)?;
-    let src = AttentionSource::open(&source_options(&a.input))?;
-    let tokens = token_dictionary(&src)?;
+    let sink = open_sink(&a.output)?;
+    let input = open_input(&a.input)?;
+    match &input {
+        Input::Dense(src) => received_on(a, src, &input, sink),
+        Input::Longformer(src) => received_on(a, src, &input, sink),
+    }
+}
+
+fn received_on(
+    a: &ReceivedArgs,
+    src: &impl RowSource,
+    input: &Input,
+    mut sink: FrameSink,
+) -> Result<(), CliError> {
+    let tokens = token_dictionary(src)?;
     let opts = ReceivedOptions {
         normalize: match a.normalize {
             NormalizeArg::None => Normalize::None,
@@ -240,10 +303,26 @@ fn received(a: &ReceivedArgs) -> Result<(), CliError> {
     options["normalize"] = json!(format!("{:?}", opts.normalize).to_lowercase());
     options["reduce"] = json!(format!("{:?}", opts.reduce).to_lowercase());
     options["k"] = json!(opts.k);
-    sink.set_metadata(metadata("received", &a.input, &src, options));
-    let df: DataFrame = received_frame(&src, tokens.as_ref(), opts)?;
+    sink.set_metadata(metadata("received", &a.input, input, options));
+    let df: DataFrame = received_frame(src, tokens.as_ref(), opts)?;
     sink.write(&df)?;
     sink.finish(&df)?;
+    Ok(())
+}
+
+fn dense(a: &DenseArgs) -> Result<(), CliError> {
+    let out = AtomicOutput::create(&a.output)?;
+    let Input::Longformer(src) = open_input(&a.input)? else {
+        return Err(CliError::usage(
+            "dense needs --global-attn (the HF Longformer sliding-window format)",
+        ));
+    };
+    let mut out = out;
+    longformer_dense::write_dense(&src, &mut out).map_err(|e| match e {
+        longformer_dense::DenseError::Output(io) => CliError::from(out.error(io)),
+        other => CliError::from(other),
+    })?;
+    out.commit()?;
     Ok(())
 }
 

@@ -27,4 +27,6 @@ mod tokens;
 mod writer;
 
 pub use tokens::{null_token_column, TokenDictionary};
-pub use writer::{Compression, FrameSink, OutputFormat, OutputTarget, SinkError, SinkOptions};
+pub use writer::{
+    AtomicOutput, Compression, FrameSink, OutputFormat, OutputTarget, SinkError, SinkOptions,
+};

@@ -413,3 +413,80 @@ mod tests {
         assert!(FrameSink::create(&target, SinkOptions::default()).is_err());
     }
 }
+
+/// A byte output (such as a dense `.npy`) written like the frames: to a temporary beside the
+/// target, renamed by [`commit`](AtomicOutput::commit); `-` is stdout. Dropped uncommitted,
+/// the temporary is removed.
+pub struct AtomicOutput {
+    path: Option<PathBuf>,
+    temp: Option<PathBuf>,
+    out: BufWriter<Box<dyn Write + Send>>,
+    committed: bool,
+}
+
+impl AtomicOutput {
+    pub fn create(out: &str) -> Result<AtomicOutput> {
+        let (path, temp, sink): (_, _, Box<dyn Write + Send>) = if out == "-" {
+            (None, None, Box::new(std::io::stdout()))
+        } else {
+            let path = PathBuf::from(out);
+            let temp = temp_path(&path)?;
+            let file = File::create(&temp).map_err(|e| SinkError::Output {
+                path: path.clone(),
+                reason: format!("cannot create ({e})"),
+            })?;
+            (Some(path), Some(temp), Box::new(file))
+        };
+        Ok(AtomicOutput {
+            path,
+            temp,
+            out: BufWriter::with_capacity(1 << 20, sink),
+            committed: false,
+        })
+    }
+
+    /// The error of a failed write, naming the output.
+    pub fn error(&self, e: std::io::Error) -> SinkError {
+        SinkError::Output {
+            path: self.path.clone().unwrap_or_else(|| "<stdout>".into()),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Flushes and moves the finished file into place.
+    pub fn commit(mut self) -> Result<()> {
+        self.out.flush().map_err(|e| self.error(e))?;
+        if let (Some(temp), Some(path)) = (&self.temp, &self.path) {
+            std::fs::rename(temp, path).map_err(|e| SinkError::Output {
+                path: path.clone(),
+                reason: format!("cannot move the finished file into place ({e})"),
+            })?;
+        }
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Write for AtomicOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.out.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl Drop for AtomicOutput {
+    fn drop(&mut self) {
+        if !self.committed {
+            if let Some(t) = &self.temp {
+                let _ = std::fs::remove_file(t);
+            }
+        }
+    }
+}

@@ -53,6 +53,6 @@ pub use inspect::{summarize, HeadRowSums, TensorSummary};
 pub use layout::Layout;
 pub use row_source::RowSource;
 pub use selection::parse_selection;
-pub use source::{AttentionSource, Dims, SlabBuffer, SlabId, SourceOptions, TokenSpec};
+pub use source::{row_blocks, AttentionSource, Dims, SlabBuffer, SlabId, SourceOptions, TokenSpec};
 pub use tensor::{Container, TensorFile};
 pub use tokens::{Tokens, Vocab};

@@ -77,8 +77,14 @@ const BLOCK_VALUES: usize = 1 << 16;
 /// Reused per-thread scratch for reading slabs.
 #[derive(Default)]
 pub struct SlabBuffer {
-    bytes: Vec<u8>,
+    /// Raw bytes before conversion.
+    pub bytes: Vec<u8>,
+    /// Rows as read (queries × keys for dense slabs).
     pub values: Vec<f32>,
+    /// Second input of a source that combines two tensors (Longformer's global rows).
+    pub extra: Vec<f32>,
+    /// One assembled row, for sources whose rows are not stored as such.
+    pub row: Vec<f32>,
 }
 
 /// A dense attention tensor opened for analysis: the row source every analysis consumes.
@@ -229,11 +235,9 @@ impl AttentionSource {
                 };
                 self.tensor.read_at(start * 4, bytes)?;
             }
-            SlabPlan::Contiguous => {
-                buf.bytes.resize(n * w, 0);
-                self.tensor.read_at(start * w as u64, &mut buf.bytes)?;
-                e.floats_to_f32(&buf.bytes, &mut buf.values);
-            }
+            SlabPlan::Contiguous => self
+                .tensor
+                .read_f32(start, &mut buf.values, &mut buf.bytes)?,
             SlabPlan::Strided => {
                 let (sq, sk) = (self.strides[layout::Q], self.strides[layout::K]);
                 let base = self.slab_offset(s);
@@ -302,7 +306,7 @@ impl RowSource for AttentionSource {
 
 /// Splits ascending `queries` into runs whose rows fit one block: (indices into `queries`,
 /// first row, last row) of each run.
-pub(crate) fn row_blocks(
+pub fn row_blocks(
     queries: &[u32],
     per_block: usize,
 ) -> impl Iterator<Item = (Range<usize>, usize, usize)> + '_ {

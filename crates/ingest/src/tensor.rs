@@ -378,6 +378,16 @@ impl TensorFile {
         }
     }
 
+    /// Reads `out.len()` consecutive elements starting at element `first`, converted to f32
+    /// (`scratch` holds the raw bytes).
+    pub fn read_f32(&self, first: u64, out: &mut [f32], scratch: &mut Vec<u8>) -> Result<()> {
+        let w = self.element.size();
+        scratch.resize(out.len() * w, 0);
+        self.read_at(first * w as u64, scratch)?;
+        self.element.floats_to_f32(scratch, out);
+        Ok(())
+    }
+
     /// Maps `len` bytes starting `offset` bytes into the data, when the tensor is a plain file
     /// region (None for streams and in-memory data). The map is released when dropped, so a
     /// caller that maps one slab at a time keeps its resident memory to one slab.

@@ -1,0 +1,61 @@
+use std::io::Write;
+
+use ingest::{IngestError, RowSource, SlabBuffer, SlabId};
+
+/// Errors of the dense conversion: bad input, or the output could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum DenseError {
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("{0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Writes the dense (L, B, H, S, S) float32 `.npy` of the selected slabs of `src` to `out`:
+/// the header first, then every (layer, batch, head) matrix row by row, one row in memory at a
+/// time. Rows of padded queries are 0.
+pub fn write_dense(src: &impl RowSource, out: &mut impl Write) -> Result<(), DenseError> {
+    let slabs = src.slabs();
+    let dims = src.dims();
+    let layers = sorted_unique(slabs.iter().map(|s| s.layer));
+    let batches = sorted_unique(slabs.iter().map(|s| s.batch));
+    let heads = sorted_unique(slabs.iter().map(|s| s.head));
+    let n = dims.queries;
+    out.write_all(&ingest::npy::header_bytes(
+        "<f4",
+        &[layers.len(), batches.len(), heads.len(), n, dims.keys],
+    ))?;
+    let zero_row = vec![0u8; dims.keys * 4];
+    let mut buf = SlabBuffer::default();
+    let mut bytes = Vec::with_capacity(dims.keys * 4);
+    for &layer in &layers {
+        for &batch in &batches {
+            for &head in &heads {
+                let mut next = 0usize;
+                let mut result = Ok(());
+                src.for_each_query_row(SlabId { batch, layer, head }, &mut buf, |_, q, row| {
+                    if result.is_err() {
+                        return;
+                    }
+                    bytes.clear();
+                    bytes.extend(row.iter().flat_map(|v| v.to_le_bytes()));
+                    result = (next..q as usize)
+                        .try_for_each(|_| out.write_all(&zero_row))
+                        .and_then(|_| out.write_all(&bytes));
+                    next = q as usize + 1;
+                })?;
+                result?;
+                (next..n).try_for_each(|_| out.write_all(&zero_row))?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn sorted_unique<T: Ord>(values: impl Iterator<Item = T>) -> Vec<T> {
+    let mut v: Vec<T> = values.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
