@@ -141,12 +141,14 @@ fn read_global_mask(path: &Path, batch: usize, seq: usize, x: usize) -> Result<V
     let rows = match m.shape.as_slice() {
         [b, s] if *b == batch && *s == seq => batch,
         [s] if *s == seq => 1,
-        shape => return Err(invalid(
-            path,
-            format!(
+        shape => {
+            return Err(invalid(
+                path,
+                format!(
                 "global mask shape {shape:?} does not match (batch, sequence) = ({batch}, {seq})"
             ),
-        )),
+            ))
+        }
     };
     let v = m.to_f64_vec()?;
     let mut globals: Vec<Vec<u32>> = (0..rows)
