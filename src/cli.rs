@@ -139,6 +139,9 @@ pub struct TopkArgs {
     /// Rank every valid key (overrides -k).
     #[arg(long)]
     pub all: bool,
+    /// Rank only keys whose score is > 0 (with Longformer input, the window and the globals).
+    #[arg(long)]
+    pub nonzero: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

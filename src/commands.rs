@@ -250,12 +250,14 @@ fn topk_on(
     let mut options = selection_options(&a.input);
     options["k"] = json!(k);
     options["all"] = json!(a.all);
+    options["nonzero"] = json!(a.nonzero);
     sink.set_metadata(metadata("topk", &a.input, input, options));
     let mut frames = TopkFrames::new(
         src,
         tokens.as_ref(),
         TopkOptions {
             k,
+            nonzero: a.nonzero,
             chunk_rows: a.output.row_group_size as usize,
         },
     )?;

@@ -933,3 +933,42 @@ fn longformer_malformed_inputs() {
         assert_clean_failure(&args, culprit, &outd);
     }
 }
+
+#[test]
+fn nonzero_is_the_full_ranking_without_its_zeros() {
+    let d = tempfile::tempdir().unwrap();
+    for case in ["single", "multi"] {
+        let (all, nz) = (d.path().join("all.csv"), d.path().join("nz.csv"));
+        let base = [
+            "topk",
+            "--all",
+            "--attn",
+            &lf(case, "attentions.npy"),
+            "--global-attn",
+            &lf(case, "global_attentions.npy"),
+            "--global-mask",
+            &lf(case, "global_attention_mask.npy"),
+            "--attention-mask",
+            &lf(case, "attention_mask.npy"),
+        ]
+        .map(str::to_string);
+        for (out, extra) in [(&all, None), (&nz, Some("--nonzero"))] {
+            let mut args: Vec<String> = base.to_vec();
+            args.extend(extra.map(str::to_string));
+            args.extend(["-o".into(), out.to_str().unwrap().into()]);
+            let o = bin().args(&args).output().unwrap();
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+        let (_, all_rows) = read_csv(&all);
+        let (_, nz_rows) = read_csv(&nz);
+        let positive: Vec<Vec<String>> = all_rows
+            .into_iter()
+            .filter(|r| r[8].parse::<f32>().unwrap() > 0.0)
+            .collect();
+        assert!(
+            !nz_rows.is_empty() && nz_rows.len() < read_csv(&all).1.len(),
+            "{case}"
+        );
+        assert_eq!(nz_rows, positive, "{case}");
+    }
+}

@@ -18,7 +18,7 @@
 //! use topk_frames::{TopkFrames, TopkOptions};
 //!
 //! let src = AttentionSource::open(&SourceOptions { attn: "attentions.npy".into(), ..Default::default() })?;
-//! for chunk in TopkFrames::new(&src, None, TopkOptions { k: Some(5), chunk_rows: 1 << 20 })? {
+//! for chunk in TopkFrames::new(&src, None, TopkOptions { k: Some(5), nonzero: false, chunk_rows: 1 << 20 })? {
 //!     let df = chunk?;
 //!     println!("{} rows", df.height());
 //! }

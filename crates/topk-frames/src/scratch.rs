@@ -11,6 +11,8 @@ use crate::rank::Selection;
 pub struct Scratch {
     pub slab: SlabBuffer,
     pub selection: Selection,
+    /// Key positions kept for a row (the positive ones, for `nonzero`).
+    pub keys: Vec<u32>,
 }
 
 thread_local! {

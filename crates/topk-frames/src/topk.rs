@@ -27,8 +27,51 @@ pub const TOPK_COLUMNS: [&str; 9] = [
 pub struct TopkOptions {
     /// Keys per query row; `None` ranks every valid key (`--all`).
     pub k: Option<usize>,
+    /// Rank only keys whose score is > 0 (a Longformer row has at most x + w + 1 of them).
+    pub nonzero: bool,
     /// Rows per frame chunk (at least one slab per chunk).
     pub chunk_rows: usize,
+}
+
+/// The columns of one topk chunk.
+#[derive(Default)]
+struct TopkColumns {
+    batch: Vec<u32>,
+    layer: Vec<u16>,
+    head: Vec<u16>,
+    query_position: Vec<u32>,
+    query_token: Vec<u32>,
+    position: Vec<u32>,
+    token: Vec<u32>,
+    rank: Vec<u32>,
+    score: Vec<f32>,
+}
+
+impl TopkColumns {
+    fn into_frame(self, tokens: Option<&TokenDictionary>) -> Result<DataFrame> {
+        let n = self.batch.len();
+        let columns = vec![
+            u32_col("batch", self.batch),
+            u16_col("layer", self.layer),
+            u16_col("head", self.head),
+            u32_col("query_position", self.query_position),
+            token_col("query_token", tokens, self.query_token, n),
+            u32_col("position", self.position),
+            token_col("token", tokens, self.token, n),
+            u32_col("rank", self.rank),
+            f32_col("score", self.score),
+        ];
+        Ok(DataFrame::new(n, columns)?)
+    }
+}
+
+/// The selected rows of one slab when their number is not known beforehand (`nonzero`).
+struct SlabSelection {
+    id: SlabId,
+    query_position: Vec<u32>,
+    position: Vec<u32>,
+    rank: Vec<u32>,
+    score: Vec<f32>,
 }
 
 /// Streams the topk frame of a source in chunks of about `chunk_rows` rows, in canonical
@@ -94,6 +137,9 @@ impl<'a, S: RowSource> TopkFrames<'a, S> {
     }
 
     fn build(&self, ids: &[SlabId]) -> Result<DataFrame> {
+        if self.options.nonzero {
+            return self.build_nonzero(ids);
+        }
         let lens: Vec<usize> = ids.iter().map(|&id| self.slab_rows(id)).collect();
         let n: usize = lens.iter().sum();
         let tok_lens: Vec<usize> = if self.tokens.is_some() {
@@ -156,18 +202,81 @@ impl<'a, S: RowSource> TopkFrames<'a, S> {
         } else {
             parts.into_iter().try_for_each(fill)?;
         }
-        let columns = vec![
-            u32_col("batch", batch),
-            u16_col("layer", layer),
-            u16_col("head", head),
-            u32_col("query_position", query_position),
-            token_col("query_token", self.tokens, query_token, n),
-            u32_col("position", position),
-            token_col("token", self.tokens, token, n),
-            u32_col("rank", rank),
-            f32_col("score", score),
-        ];
-        Ok(DataFrame::new(n, columns)?)
+        TopkColumns {
+            batch,
+            layer,
+            head,
+            query_position,
+            query_token,
+            position,
+            token,
+            rank,
+            score,
+        }
+        .into_frame(self.tokens)
+    }
+
+    /// `nonzero` chunks: each slab selects into its own vectors (how many keys score > 0 is
+    /// known only after reading), then the chunk's columns are assembled in slab order.
+    fn build_nonzero(&self, ids: &[SlabId]) -> Result<DataFrame> {
+        let select = |&id: &SlabId| {
+            with_scratch(|s| self.select_nonzero(id, &mut s.slab, &mut s.selection, &mut s.keys))
+        };
+        let parts: Vec<SlabSelection> = if self.src.is_seekable() {
+            ids.par_iter().map(select).collect::<Result<_>>()?
+        } else {
+            ids.iter().map(select).collect::<Result<_>>()?
+        };
+        let mut c = TopkColumns::default();
+        for part in parts {
+            let (n, id) = (part.position.len(), part.id);
+            c.batch.extend(std::iter::repeat_n(id.batch, n));
+            c.layer.extend(std::iter::repeat_n(id.layer, n));
+            c.head.extend(std::iter::repeat_n(id.head, n));
+            if let Some(t) = self.tokens {
+                let codes = t.row(id.batch);
+                c.query_token
+                    .extend(part.query_position.iter().map(|&q| codes[q as usize]));
+                c.token
+                    .extend(part.position.iter().map(|&p| codes[p as usize]));
+            }
+            c.query_position.extend(part.query_position);
+            c.position.extend(part.position);
+            c.rank.extend(part.rank);
+            c.score.extend(part.score);
+        }
+        c.into_frame(self.tokens)
+    }
+
+    fn select_nonzero(
+        &self,
+        id: SlabId,
+        buf: &mut SlabBuffer,
+        sel: &mut Selection,
+        positive: &mut Vec<u32>,
+    ) -> Result<SlabSelection> {
+        let mut out = SlabSelection {
+            id,
+            query_position: Vec::new(),
+            position: Vec::new(),
+            rank: Vec::new(),
+            score: Vec::new(),
+        };
+        let keys = self.src.valid_keys(id.batch);
+        let k = self.options.k.unwrap_or(usize::MAX);
+        self.src.for_each_query_row(id, buf, |_, q, row| {
+            positive.clear();
+            positive.extend(keys.iter().copied().filter(|&p| row[p as usize] > 0.0));
+            select_top(row, Some(positive), k, sel);
+            for (j, &key) in sel.best.iter().enumerate() {
+                let p = key_position(key);
+                out.query_position.push(q);
+                out.position.push(p);
+                out.rank.push(j as u32 + 1);
+                out.score.push(row[p as usize]);
+            }
+        })?;
+        Ok(out)
     }
 
     fn fill_slab(&self, buf: &mut SlabBuffer, sel: &mut Selection, r: SlabRows) -> Result<()> {
