@@ -3,14 +3,17 @@
 # same run: wall time (best of 3, process start included, page cache warm) and peak RSS
 # (/usr/bin/time -v, one more run).
 #
-#   benches/compare.sh [--only bert512,dense2048]
+#   benches/compare.sh [--only bert512,dense2048,lf4096]
 #
-# Inputs are generated once into bench-data/ (about 2.6 GB) by ../shared/bench/gen_inputs.py.
+# Inputs are generated once into bench-data/ (about 3.8 GB) by ../shared/bench/gen_inputs.py.
+# lf4096 (Longformer, S = 4096) runs once per tool: the peer densifies it to 9.7 GB first,
+# so its topk and received are `dense` followed by the dense command; `dd` writing 9.7 GB
+# with fdatasync is the disk's reference for `dense`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=../shared/bench
 data=bench-data
-only=bert512,dense2048
+only=bert512,dense2048,lf4096
 [ "${1:-}" = "--only" ] && only=$2
 py=.venv/bin/python
 [ -x "$py" ] || { python3 -m venv .venv; .venv/bin/pip install -q numpy pyarrow; }
@@ -19,16 +22,22 @@ target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --locked -q
 bin="$target/release/attnframes"
 for w in ${only//,/ }; do
-  [ -f "$data/$w/attn.npy" ] || "$py" "$bench/gen_inputs.py" --out "$data" --only "$w" >&2
+  [ -f "$data/$w/attn.npy" ] || [ -f "$data/$w/sliding.npy" ] || "$py" "$bench/gen_inputs.py" --out "$data" --only "$w" >&2
 done
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 measure() { # command...: prints "best_seconds peak_rss_mb"
   # Timed runs start the command directly (bash's clock, no wrapper process); one more run
-  # under /usr/bin/time -v reads the peak RSS.
+  # under /usr/bin/time -v reads the peak RSS. RUNS=1: that one run gives both.
   local best=999999 t0 t1
-  for _ in 1 2 3; do
+  if [ "${RUNS:-3}" = 1 ]; then
+    /usr/bin/time -v -o "$out/time.txt" "$@" >/dev/null 2>"$out/err.txt" || { cat "$out/err.txt" >&2; return 1; }
+    awk -F': ' '/Elapsed/ {n=split($2,t,":"); s=0; for(i=1;i<=n;i++) s=s*60+t[i]; e=s}
+                /Maximum resident/ {r=int($2/1024)} END {print e, r}' "$out/time.txt"
+    return
+  fi
+  for _ in $(seq "${RUNS:-3}"); do
     t0=$EPOCHREALTIME
     "$@" >/dev/null 2>"$out/err.txt" || { cat "$out/err.txt" >&2; return 1; }
     t1=$EPOCHREALTIME
@@ -42,11 +51,34 @@ printf '%-36s %10s %10s %10s %10s %8s\n' workload "af (s)" "af RSS MB" "peer (s)
 row() { # label, attnframes args, peer args
   local label=$1 af_args=$2 peer_args=$3
   read -r at ar < <(measure "$bin" $af_args)
-  read -r pt pr < <(measure "$py" "$bench/peer_numpy.py" $peer_args)
+  if [[ $peer_args == __bash* ]]; then
+    read -r pt pr < <(measure bash -c "${peer_args#__bash }")
+  else
+    read -r pt pr < <(measure "$py" "$bench/peer_numpy.py" $peer_args)
+  fi
   printf '%-36s %10.3f %10d %10.3f %10d %7.1fx\n' "$label" "$at" "$ar" "$pt" "$pr" "$(echo "$pt $at" | awk '{print $1/$2}')"
 }
 
+lf_rows() {
+  local s="$data/lf4096/sliding.npy" g="$data/lf4096/global.npy" t="$data/lf4096/tokens.json"
+  local pd="$out/peer_dense.npy"
+  local peer_dense="\"$py\" $bench/peer_numpy.py dense --attn $s --global-attn $g -o $pd"
+  RUNS=1 row "lf4096 topk -k 10" "--quiet topk --attn $s --global-attn $g --tokens $t -k 10 -o $out/af.parquet" \
+      "__bash $peer_dense && \"$py\" $bench/peer_numpy.py topk --attn $pd --tokens $t -k 10 -o $out/peer.parquet; rm -f $pd"
+  RUNS=1 row "lf4096 received" "--quiet received --attn $s --global-attn $g --tokens $t -o $out/af.parquet" \
+      "__bash $peer_dense && \"$py\" $bench/peer_numpy.py received --attn $pd --tokens $t -o $out/peer.parquet; rm -f $pd"
+  RUNS=1 row "lf4096 dense (9.7 GB)" "dense --attn $s --global-attn $g -o $out/af.npy" \
+      "__bash $peer_dense; rm -f $pd $out/af.npy"
+  read -r dt _ < <(RUNS=1 measure dd if=/dev/zero of="$out/dd.bin" bs=64M count=144 conv=fdatasync status=none)
+  rm -f "$out/dd.bin"
+  printf '%-36s %10.3f   (dd writing 9.7 GB with fdatasync, the disk reference for dense)\n' "dd 9.7 GB" "$dt"
+}
+
 for w in ${only//,/ }; do
+  if [ "$w" = lf4096 ]; then
+    lf_rows
+    continue
+  fi
   a="$data/$w/attn.npy"
   t="$data/$w/tokens.json"
   row "$w topk -k 10" "--quiet topk --attn $a --tokens $t -k 10 -o $out/af.parquet" \

@@ -420,14 +420,16 @@ mod tests {
 pub struct AtomicOutput {
     path: Option<PathBuf>,
     temp: Option<PathBuf>,
+    /// The temporary file, to sync before the rename.
+    file: Option<File>,
     out: BufWriter<Box<dyn Write + Send>>,
     committed: bool,
 }
 
 impl AtomicOutput {
     pub fn create(out: &str) -> Result<AtomicOutput> {
-        let (path, temp, sink): (_, _, Box<dyn Write + Send>) = if out == "-" {
-            (None, None, Box::new(std::io::stdout()))
+        let (path, temp, sink, file): (_, _, Box<dyn Write + Send>, _) = if out == "-" {
+            (None, None, Box::new(std::io::stdout()), None)
         } else {
             let path = PathBuf::from(out);
             let temp = temp_path(&path)?;
@@ -435,11 +437,13 @@ impl AtomicOutput {
                 path: path.clone(),
                 reason: format!("cannot create ({e})"),
             })?;
-            (Some(path), Some(temp), Box::new(file))
+            let handle = file.try_clone().ok();
+            (Some(path), Some(temp), Box::new(file), handle)
         };
         Ok(AtomicOutput {
             path,
             temp,
+            file,
             out: BufWriter::with_capacity(1 << 20, sink),
             committed: false,
         })
@@ -453,9 +457,13 @@ impl AtomicOutput {
         }
     }
 
-    /// Flushes and moves the finished file into place.
+    /// Flushes, syncs the data to disk (a multi-GB output is then really written when the
+    /// command returns, as `dd conv=fdatasync` measures it) and moves the file into place.
     pub fn commit(mut self) -> Result<()> {
         self.out.flush().map_err(|e| self.error(e))?;
+        if let Some(f) = &self.file {
+            f.sync_data().map_err(|e| self.error(e))?;
+        }
         if let (Some(temp), Some(path)) = (&self.temp, &self.path) {
             std::fs::rename(temp, path).map_err(|e| SinkError::Output {
                 path: path.clone(),
