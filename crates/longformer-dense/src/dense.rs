@@ -27,7 +27,6 @@ pub fn write_dense(src: &impl RowSource, out: &mut impl Write) -> Result<(), Den
     ))?;
     let zero_row = vec![0u8; dims.keys * 4];
     let mut buf = SlabBuffer::default();
-    let mut bytes = Vec::with_capacity(dims.keys * 4);
     for &layer in &layers {
         for &batch in &batches {
             for &head in &heads {
@@ -37,11 +36,9 @@ pub fn write_dense(src: &impl RowSource, out: &mut impl Write) -> Result<(), Den
                     if result.is_err() {
                         return;
                     }
-                    bytes.clear();
-                    bytes.extend(row.iter().flat_map(|v| v.to_le_bytes()));
                     result = (next..q as usize)
                         .try_for_each(|_| out.write_all(&zero_row))
-                        .and_then(|_| out.write_all(&bytes));
+                        .and_then(|_| out.write_all(f32_bytes(row)));
                     next = q as usize + 1;
                 })?;
                 result?;
@@ -58,4 +55,17 @@ fn sorted_unique<T: Ord>(values: impl Iterator<Item = T>) -> Vec<T> {
     v.sort_unstable();
     v.dedup();
     v
+}
+
+/// The little-endian bytes of `values` (the `.npy` is `<f4`).
+fn f32_bytes(values: &[f32]) -> &[u8] {
+    #[cfg(target_endian = "little")]
+    {
+        // SAFETY: f32 has no padding and any alignment suits u8; the length is exact.
+        unsafe {
+            std::slice::from_raw_parts(values.as_ptr() as *const u8, std::mem::size_of_val(values))
+        }
+    }
+    #[cfg(not(target_endian = "little"))]
+    compile_error!("attnframes writes little-endian .npy files on little-endian machines only");
 }
