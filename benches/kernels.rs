@@ -69,6 +69,7 @@ fn frames(c: &mut Criterion) {
                         None,
                         TopkOptions {
                             k,
+                            nonzero: false,
                             chunk_rows: 1 << 20,
                         },
                     )

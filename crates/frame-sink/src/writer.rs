@@ -369,51 +369,6 @@ fn temp_path(target: &Path) -> Result<PathBuf> {
     )))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_from_extension_and_format() {
-        let t = OutputTarget::parse("a/b.csv", None).unwrap();
-        assert_eq!(t.format, OutputFormat::Csv);
-        assert_eq!(
-            OutputTarget::parse("x.arrow", None).unwrap().format,
-            OutputFormat::Ipc
-        );
-        assert_eq!(
-            OutputTarget::parse("x.parquet", None).unwrap().format,
-            OutputFormat::Parquet
-        );
-        assert!(matches!(
-            OutputTarget::parse("-", None),
-            Err(SinkError::Usage(_))
-        ));
-        assert!(matches!(
-            OutputTarget::parse("-", Some("parquet")),
-            Err(SinkError::Usage(_))
-        ));
-        assert_eq!(OutputTarget::parse("-", Some("ipc")).unwrap().path, None);
-    }
-
-    #[test]
-    fn unfinished_output_leaves_nothing() {
-        let d = tempfile::tempdir().unwrap();
-        let target =
-            OutputTarget::parse(d.path().join("x.parquet").to_str().unwrap(), None).unwrap();
-        let mut sink = FrameSink::create(&target, SinkOptions::default()).unwrap();
-        sink.write(&df!("a" => [1u32, 2]).unwrap()).unwrap();
-        drop(sink);
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn missing_directory_is_an_error() {
-        let target = OutputTarget::parse("/no/such/dir/x.parquet", None).unwrap();
-        assert!(FrameSink::create(&target, SinkOptions::default()).is_err());
-    }
-}
-
 /// A byte output (such as a dense `.npy`) written like the frames: to a temporary beside the
 /// target, renamed by [`commit`](AtomicOutput::commit); `-` is stdout. Dropped uncommitted,
 /// the temporary is removed.
@@ -548,5 +503,65 @@ impl Drop for AtomicOutput {
                 let _ = std::fs::remove_file(t);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_from_extension_and_format() {
+        let t = OutputTarget::parse("a/b.csv", None).unwrap();
+        assert_eq!(t.format, OutputFormat::Csv);
+        assert_eq!(
+            OutputTarget::parse("x.arrow", None).unwrap().format,
+            OutputFormat::Ipc
+        );
+        assert_eq!(
+            OutputTarget::parse("x.parquet", None).unwrap().format,
+            OutputFormat::Parquet
+        );
+        assert!(matches!(
+            OutputTarget::parse("-", None),
+            Err(SinkError::Usage(_))
+        ));
+        assert!(matches!(
+            OutputTarget::parse("-", Some("parquet")),
+            Err(SinkError::Usage(_))
+        ));
+        assert_eq!(OutputTarget::parse("-", Some("ipc")).unwrap().path, None);
+    }
+
+    #[test]
+    fn unfinished_output_leaves_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let target =
+            OutputTarget::parse(d.path().join("x.parquet").to_str().unwrap(), None).unwrap();
+        let mut sink = FrameSink::create(&target, SinkOptions::default()).unwrap();
+        sink.write(&df!("a" => [1u32, 2]).unwrap()).unwrap();
+        drop(sink);
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn missing_directory_is_an_error() {
+        let target = OutputTarget::parse("/no/such/dir/x.parquet", None).unwrap();
+        assert!(FrameSink::create(&target, SinkOptions::default()).is_err());
+    }
+
+    #[test]
+    fn atomic_output_appears_only_when_committed() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("x.npy");
+        let mut out = AtomicOutput::create(target.to_str().unwrap()).unwrap();
+        out.write_all(b"abc").unwrap();
+        drop(out);
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+        let mut out = AtomicOutput::create(target.to_str().unwrap()).unwrap();
+        out.write_all(b"abc").unwrap();
+        out.commit().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"abc");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }
 }
