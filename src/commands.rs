@@ -27,7 +27,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Inspect(a) => inspect(&a),
         Command::Topk(a) => topk(&a, show_progress),
         Command::Received(a) => received(&a),
-        Command::Dense(a) => dense(&a),
+        Command::Dense(a) => dense(&a, show_progress),
     }
 }
 
@@ -312,15 +312,20 @@ fn received_on(
     Ok(())
 }
 
-fn dense(a: &DenseArgs) -> Result<(), CliError> {
-    let out = AtomicOutput::create(&a.output)?;
-    let Input::Longformer(src) = open_input(&a.input)? else {
+fn dense(a: &DenseArgs, show_progress: bool) -> Result<(), CliError> {
+    if a.input.global_attn.is_none() {
         return Err(CliError::usage(
             "dense needs --global-attn (the HF Longformer sliding-window format)",
         ));
+    }
+    let mut out = AtomicOutput::create(&a.output)?;
+    let Input::Longformer(src) = open_input(&a.input)? else {
+        unreachable!("--global-attn opens a Longformer input")
     };
-    let mut out = out;
-    longformer_dense::write_dense(&src, &mut out).map_err(|e| match e {
+    let bar = progress_bar(show_progress, src.slabs().len() as u64, "slabs");
+    let written = longformer_dense::write_dense(&src, &mut out, |done| bar.set_position(done));
+    bar.finish_and_clear();
+    written.map_err(|e| match e {
         longformer_dense::DenseError::Output(io) => CliError::from(out.error(io)),
         other => CliError::from(other),
     })?;

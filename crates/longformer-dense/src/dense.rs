@@ -13,8 +13,12 @@ pub enum DenseError {
 
 /// Writes the dense (L, B, H, S, S) float32 `.npy` of the selected slabs of `src` to `out`:
 /// the header first, then every (layer, batch, head) matrix row by row, one row in memory at a
-/// time. Rows of padded queries are 0.
-pub fn write_dense(src: &impl RowSource, out: &mut impl Write) -> Result<(), DenseError> {
+/// time. Rows of padded queries are 0. `on_slab(done)` is called after each matrix.
+pub fn write_dense(
+    src: &impl RowSource,
+    out: &mut impl Write,
+    mut on_slab: impl FnMut(u64),
+) -> Result<(), DenseError> {
     let slabs = src.slabs();
     let dims = src.dims();
     let layers = sorted_unique(slabs.iter().map(|s| s.layer));
@@ -26,6 +30,7 @@ pub fn write_dense(src: &impl RowSource, out: &mut impl Write) -> Result<(), Den
         &[layers.len(), batches.len(), heads.len(), n, dims.keys],
     ))?;
     let zero_row = vec![0u8; dims.keys * 4];
+    let mut done = 0u64;
     let mut buf = SlabBuffer::default();
     for &layer in &layers {
         for &batch in &batches {
@@ -43,6 +48,8 @@ pub fn write_dense(src: &impl RowSource, out: &mut impl Write) -> Result<(), Den
                 })?;
                 result?;
                 (next..n).try_for_each(|_| out.write_all(&zero_row))?;
+                done += 1;
+                on_slab(done);
             }
         }
     }
