@@ -171,14 +171,19 @@ fn square(path: &Path, nq: usize, nk: usize) -> Result<usize> {
 }
 
 fn read_mask(path: &Path, batch: usize, nq: usize, nk: usize) -> Result<Vec<Vec<u32>>> {
-    let m = TensorFile::open(path, None)?;
-    let seq = nk;
     if nq != nk {
         bail!(
             path,
             "an attention mask needs square attention, got {nq} queries × {nk} keys"
         );
     }
+    mask_positions(path, batch, nk)
+}
+
+/// The nonzero positions of each batch row of a (batch, seq) mask — or of a (seq,) mask
+/// shared by every row — such as HF's `attention_mask` or `global_attention_mask`.
+pub fn mask_positions(path: &Path, batch: usize, seq: usize) -> Result<Vec<Vec<u32>>> {
+    let m = TensorFile::open(path, None)?;
     let rows = match m.shape.as_slice() {
         [b, s] if *b == batch && *s == seq => batch,
         [s] if *s == seq => 1,
@@ -188,7 +193,7 @@ fn read_mask(path: &Path, batch: usize, nq: usize, nk: usize) -> Result<Vec<Vec<
         ),
     };
     let v = m.to_f64_vec()?;
-    let valid: Vec<Vec<u32>> = (0..rows)
+    let positions: Vec<Vec<u32>> = (0..rows)
         .map(|r| {
             (0..seq)
                 .filter(|&p| v[r * seq + p] != 0.0)
@@ -197,9 +202,9 @@ fn read_mask(path: &Path, batch: usize, nq: usize, nk: usize) -> Result<Vec<Vec<
         })
         .collect();
     Ok(if rows == 1 {
-        vec![valid[0].clone(); batch]
+        vec![positions[0].clone(); batch]
     } else {
-        valid
+        positions
     })
 }
 

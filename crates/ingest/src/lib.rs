@@ -46,7 +46,7 @@ mod source;
 mod tensor;
 mod tokens;
 
-pub use annotations::Annotations;
+pub use annotations::{mask_positions, Annotations};
 pub use dtype::{Dtype, Element};
 pub use error::{IngestError, Result};
 pub use inspect::{summarize, HeadRowSums, TensorSummary};

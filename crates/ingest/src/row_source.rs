@@ -1,5 +1,6 @@
 //! The one abstraction every analysis consumes.
 
+use crate::annotations::Annotations;
 use crate::error::Result;
 use crate::source::{Dims, SlabBuffer, SlabId};
 use crate::tokens::Tokens;
@@ -13,17 +14,28 @@ pub trait RowSource: Sync {
     /// Sizes of the canonical axes.
     fn dims(&self) -> Dims;
 
+    /// Selections, masks, tokens and head importance of the input.
+    fn annotations(&self) -> &Annotations;
+
     /// The selected slabs in canonical order: batch, then layer, then head.
-    fn slabs(&self) -> Vec<SlabId>;
+    fn slabs(&self) -> Vec<SlabId> {
+        self.annotations().slabs()
+    }
 
     /// Valid query positions of batch row `b`, ascending.
-    fn valid_queries(&self, b: u32) -> &[u32];
+    fn valid_queries(&self, b: u32) -> &[u32] {
+        self.annotations().valid_queries(b)
+    }
 
     /// Valid key positions of batch row `b`, ascending.
-    fn valid_keys(&self, b: u32) -> &[u32];
+    fn valid_keys(&self, b: u32) -> &[u32] {
+        self.annotations().valid_keys(b)
+    }
 
     /// Token strings, when given.
-    fn tokens(&self) -> Option<&Tokens>;
+    fn tokens(&self) -> Option<&Tokens> {
+        self.annotations().tokens()
+    }
 
     /// True when slabs may be read concurrently and in any order (false for a stream).
     fn is_seekable(&self) -> bool;

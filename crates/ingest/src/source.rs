@@ -11,7 +11,6 @@ use crate::error::{bail, Result};
 use crate::layout::{self, Layout};
 use crate::row_source::RowSource;
 use crate::tensor::TensorFile;
-use crate::tokens::Tokens;
 
 /// Where the token strings come from.
 #[derive(Debug, Clone, Default)]
@@ -262,20 +261,8 @@ impl RowSource for AttentionSource {
         self.dims
     }
 
-    fn slabs(&self) -> Vec<SlabId> {
-        self.annotations.slabs()
-    }
-
-    fn valid_keys(&self, b: u32) -> &[u32] {
-        self.annotations.valid_keys(b)
-    }
-
-    fn valid_queries(&self, b: u32) -> &[u32] {
-        self.annotations.valid_queries(b)
-    }
-
-    fn tokens(&self) -> Option<&Tokens> {
-        self.annotations.tokens()
+    fn annotations(&self) -> &Annotations {
+        &self.annotations
     }
 
     fn is_seekable(&self) -> bool {

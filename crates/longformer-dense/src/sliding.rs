@@ -1,8 +1,8 @@
 use std::path::Path;
 
 use ingest::{
-    row_blocks, Annotations, Dims, IngestError, Result, RowSource, SlabBuffer, SlabId,
-    SourceOptions, TensorFile, Tokens,
+    mask_positions, row_blocks, Annotations, Dims, IngestError, Result, RowSource, SlabBuffer,
+    SlabId, SourceOptions, TensorFile,
 };
 
 /// HF Longformer sliding-window + global attention, read slab by slab as attention rows.
@@ -137,34 +137,13 @@ impl SlidingWindowAttention {
 }
 
 fn read_global_mask(path: &Path, batch: usize, seq: usize, x: usize) -> Result<Vec<Vec<u32>>> {
-    let m = TensorFile::open(path, None)?;
-    let rows = match m.shape.as_slice() {
-        [b, s] if *b == batch && *s == seq => batch,
-        [s] if *s == seq => 1,
-        shape => {
-            return Err(invalid(
-                path,
-                format!(
-                "global mask shape {shape:?} does not match (batch, sequence) = ({batch}, {seq})"
-            ),
-            ))
-        }
-    };
-    let v = m.to_f64_vec()?;
-    let mut globals: Vec<Vec<u32>> = (0..rows)
-        .map(|r| {
-            (0..seq)
-                .filter(|&p| v[r * seq + p] != 0.0)
-                .map(|p| p as u32)
-                .collect()
-        })
-        .collect();
-    if rows == 1 {
-        globals = vec![globals[0].clone(); batch];
-    }
+    let globals = mask_positions(path, batch, seq)?;
     let most = globals.iter().map(Vec::len).max().unwrap_or(0);
     if most != x {
-        return Err(invalid(path, format!("marks at most {most} global tokens in a row, but the global tensor has x = {x} slots")));
+        return Err(invalid(
+            path,
+            format!("marks at most {most} global tokens in a row, but the global tensor has x = {x} slots"),
+        ));
     }
     Ok(globals)
 }
@@ -174,20 +153,8 @@ impl RowSource for SlidingWindowAttention {
         self.dims
     }
 
-    fn slabs(&self) -> Vec<SlabId> {
-        self.annotations.slabs()
-    }
-
-    fn valid_queries(&self, b: u32) -> &[u32] {
-        self.annotations.valid_queries(b)
-    }
-
-    fn valid_keys(&self, b: u32) -> &[u32] {
-        self.annotations.valid_keys(b)
-    }
-
-    fn tokens(&self) -> Option<&Tokens> {
-        self.annotations.tokens()
+    fn annotations(&self) -> &Annotations {
+        &self.annotations
     }
 
     fn is_seekable(&self) -> bool {
