@@ -31,6 +31,8 @@ pub enum Command {
     Received(ReceivedArgs),
     /// Longformer sliding-window + global attention as a dense (L,B,H,S,S) float32 .npy.
     Dense(DenseArgs),
+    /// Attention vs token attributions: cosine variants, rank correlations, top-set overlap.
+    Similarity(SimilarityArgs),
 }
 
 #[derive(Debug, Args)]
@@ -50,7 +52,7 @@ pub struct InspectArgs {
 }
 
 /// Where the attention comes from and what of it is used.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct InputArgs {
     /// Attention tensor: .npy (C or Fortran order), .npz, .safetensors, or - for an .npy on stdin.
     #[arg(long)]
@@ -182,4 +184,21 @@ pub struct DenseArgs {
     /// Output .npy, or - for stdout.
     #[arg(long, short)]
     pub output: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SimilarityArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Token attributions (B,S) or (S,) .npy, e.g. captum summed over the hidden dimension.
+    #[arg(long)]
+    pub attributions: PathBuf,
+    /// Percentile of the top sets (numpy's linear interpolation).
+    #[arg(long, default_value_t = 95.0)]
+    pub percentile: f64,
+    /// Also write the positions in either top set, per batch row and scope.
+    #[arg(long)]
+    pub overlap: Option<String>,
 }

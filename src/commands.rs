@@ -28,6 +28,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Topk(a) => topk(&a, show_progress),
         Command::Received(a) => received(&a),
         Command::Dense(a) => dense(&a, show_progress),
+        Command::Similarity(a) => similarity(&a),
     }
 }
 
@@ -204,12 +205,17 @@ fn metadata(command: &str, a: &InputArgs, input: &Input, options: Value) -> Stri
 /// Creates the sink first, so that output problems (a missing directory, `-o -` without
 /// `--format`) are reported before any input is read.
 fn open_sink(o: &OutputArgs) -> Result<FrameSink, CliError> {
+    open_sink_at(&o.output, o)
+}
+
+/// A sink at `output` with the format options of `o`.
+fn open_sink_at(output: &str, o: &OutputArgs) -> Result<FrameSink, CliError> {
     let format = o.format.map(|f| match f {
         FormatArg::Parquet => "parquet",
         FormatArg::Csv => "csv",
         FormatArg::Ipc => "ipc",
     });
-    let target = OutputTarget::parse(&o.output, format)?;
+    let target = OutputTarget::parse(output, format)?;
     let compression = match o.compression {
         CompressionArg::Zstd => Compression::Zstd,
         CompressionArg::Snappy => Compression::Snappy,
@@ -330,6 +336,58 @@ fn dense(a: &DenseArgs, show_progress: bool) -> Result<(), CliError> {
         other => CliError::from(other),
     })?;
     out.commit()?;
+    Ok(())
+}
+
+fn similarity(a: &SimilarityArgs) -> Result<(), CliError> {
+    if !(0.0..=100.0).contains(&a.percentile) {
+        return Err(CliError::usage(format!(
+            "--percentile {} is not within 0..100",
+            a.percentile
+        )));
+    }
+    let sink = open_sink(&a.output)?;
+    let overlap = a
+        .overlap
+        .as_deref()
+        .map(|o| open_sink_at(o, &a.output))
+        .transpose()?;
+    // The scopes are defined over every layer and head of the tensor.
+    let input = open_input(&InputArgs {
+        layers: None,
+        heads: None,
+        ..a.input.clone()
+    })?;
+    match &input {
+        Input::Dense(src) => similarity_on(a, src, &input, sink, overlap),
+        Input::Longformer(src) => similarity_on(a, src, &input, sink, overlap),
+    }
+}
+
+fn similarity_on(
+    a: &SimilarityArgs,
+    src: &impl RowSource,
+    input: &Input,
+    mut sink: FrameSink,
+    overlap_sink: Option<FrameSink>,
+) -> Result<(), CliError> {
+    let dims = src.dims();
+    let attributions = similarity::Attributions::open(&a.attributions, dims.batch, dims.keys)?;
+    let tokens = token_dictionary(src)?;
+    let (metrics, overlap) =
+        similarity::similarity_frames(src, tokens.as_ref(), &attributions, a.percentile)?;
+    let mut options = selection_options(&a.input);
+    options["percentile"] = json!(a.percentile);
+    options["attributions"] = json!(a.attributions.display().to_string());
+    let meta = metadata("similarity", &a.input, input, options);
+    sink.set_metadata(meta.clone());
+    sink.write(&metrics)?;
+    if let Some(mut o) = overlap_sink {
+        o.set_metadata(meta);
+        o.write(&overlap)?;
+        o.finish(&overlap)?;
+    }
+    sink.finish(&metrics)?;
     Ok(())
 }
 

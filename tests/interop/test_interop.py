@@ -128,3 +128,29 @@ def test_received_minmax_against_numpy(tmp_path):
         np.testing.assert_allclose(got.score.to_numpy(), want, rtol=1e-5)
         ranks = got.sort_values("rank")
         assert (np.diff(ranks.score.to_numpy()) <= 0).all()
+
+
+def test_similarity_against_numpy_and_scipy(tmp_path):
+    from scipy import stats
+    out, ov = tmp_path / "sim.parquet", tmp_path / "overlap.parquet"
+    run("similarity", "--attn", FIX / "attentions.npy", "--attention-mask", FIX / "attention_mask.npy",
+        "--tokens", FIX / "tokens.json", "--attributions", FIX / "attributions.npy", "-o", out, "--overlap", ov)
+    t = pq.read_table(out).to_pandas()
+    attr = np.load(FIX / "attributions.npy").astype(np.float64)
+    for b in range(A.shape[1]):
+        valid = np.flatnonzero(MASK[b])
+        recv = A[:, b][:, :, valid][:, :, :, valid].astype(np.float64).sum(axis=2)  # (L, H, n)
+        a = attr[b, valid]
+        for scope, att in [("last_layer", recv[-1].sum(axis=0)), ("all_layers", recv.sum(axis=(0, 1)))]:
+            row = t[(t.batch == b) & (t.scope == scope)].iloc[0]
+            cos = a @ att / (np.linalg.norm(a) * np.linalg.norm(att))
+            np.testing.assert_allclose(row.cosine_raw, cos, rtol=1e-6)
+            np.testing.assert_allclose(row.spearman, stats.spearmanr(np.abs(a), att).statistic, rtol=1e-6)
+            np.testing.assert_allclose(row.pearson, stats.pearsonr(np.abs(a), att).statistic, rtol=1e-6)
+            np.testing.assert_allclose(row.kendall_tau_b, stats.kendalltau(np.abs(a), att).statistic, rtol=1e-6)
+    o = pq.read_table(ov).to_pandas()
+    assert set(o.membership) <= {"both", "attention_only", "attribution_only"}
+    assert not o.duplicated(["batch", "scope", "position"]).any()
+    for (b, scope), g in o.groupby(["batch", "scope"]):
+        both = g[g.membership == "both"]
+        assert (both.attention_norm > 0).all() and (both.attribution_norm > 0).all()
