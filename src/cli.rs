@@ -33,6 +33,8 @@ pub enum Command {
     Dense(DenseArgs),
     /// Attention vs token attributions: cosine variants, rank correlations, top-set overlap.
     Similarity(SimilarityArgs),
+    /// Run vs run: B's channel blocks permuted into A's order, then compared per head.
+    Compare(CompareArgs),
 }
 
 #[derive(Debug, Args)]
@@ -201,4 +203,27 @@ pub struct SimilarityArgs {
     /// Also write the positions in either top set, per batch row and scope.
     #[arg(long)]
     pub overlap: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// The second run (same shape as --attn).
+    #[arg(long)]
+    pub attn_b: PathBuf,
+    /// Channel names of run A in token order, e.g. "SP1,SP2,TO1" (quote names with ').
+    #[arg(long)]
+    pub channels_a: String,
+    /// Channel names of run B (default: A's order).
+    #[arg(long)]
+    pub channels_b: Option<String>,
+    /// Tokens (time points) per channel block.
+    #[arg(long)]
+    pub block: usize,
+    /// Also write the channel × channel block means of both runs.
+    #[arg(long)]
+    pub blocks: Option<String>,
 }

@@ -29,6 +29,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Received(a) => received(&a),
         Command::Dense(a) => dense(&a, show_progress),
         Command::Similarity(a) => similarity(&a),
+        Command::Compare(a) => compare(&a),
     }
 }
 
@@ -388,6 +389,80 @@ fn similarity_on(
         o.finish(&overlap)?;
     }
     sink.finish(&metrics)?;
+    Ok(())
+}
+
+fn channel_list(spec: &str) -> Vec<String> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn compare(a: &CompareArgs) -> Result<(), CliError> {
+    if a.input.global_attn.is_some() {
+        return Err(CliError::usage(
+            "compare takes dense attention runs (no --global-attn)",
+        ));
+    }
+    let mut sink = open_sink(&a.output)?;
+    let blocks_sink = a
+        .blocks
+        .as_deref()
+        .map(|o| open_sink_at(o, &a.output))
+        .transpose()?;
+    let run_a = AttentionSource::open(&source_options(&a.input))?;
+    let run_b = AttentionSource::open(&SourceOptions {
+        attn: a.attn_b.clone(),
+        ..source_options(&a.input)
+    })?;
+    if run_a.dims != run_b.dims {
+        return Err(ingest::IngestError::invalid(
+            &a.attn_b,
+            format!(
+                "shape {:?} does not match run A's {:?}",
+                run_b.tensor.shape, run_a.tensor.shape
+            ),
+        )
+        .into());
+    }
+    let channels_a = channel_list(&a.channels_a);
+    let channels_b = a
+        .channels_b
+        .as_deref()
+        .map_or_else(|| channels_a.clone(), channel_list);
+    let seq = run_a.dims.keys;
+    if run_a.dims.queries != seq {
+        return Err(ingest::IngestError::invalid(
+            &a.input.attn,
+            "compare needs square attention".to_string(),
+        )
+        .into());
+    }
+    let blocks = similarity::ChannelBlocks::new(
+        &channels_a,
+        &channels_b,
+        a.block,
+        seq,
+        &a.input.attn,
+        &a.attn_b,
+    )?;
+    let (comparison, block_means) = similarity::compare_runs(&run_a, &run_b, &blocks)?;
+    let mut options = selection_options(&a.input);
+    options["attn_b"] = json!(a.attn_b.display().to_string());
+    options["channels_a"] = json!(channels_a);
+    options["channels_b"] = json!(channels_b);
+    options["block"] = json!(a.block);
+    let meta = metadata("compare", &a.input, &Input::Dense(run_a), options);
+    sink.set_metadata(meta.clone());
+    sink.write(&comparison)?;
+    if let Some(mut s) = blocks_sink {
+        s.set_metadata(meta);
+        s.write(&block_means)?;
+        s.finish(&block_means)?;
+    }
+    sink.finish(&comparison)?;
     Ok(())
 }
 

@@ -10,6 +10,11 @@
 //! two top-percentile sets. [`similarity_frames`] returns the metrics frame and the overlap
 //! frame (the positions in either top set, and which).
 //!
+//! [`compare_runs`] compares two runs whose tokens are channel blocks (EEG electrodes × time
+//! points): run B's blocks are permuted into run A's channel order ([`ChannelBlocks`]), then
+//! each (batch, layer, head) gets cosine, Pearson, mean and max absolute difference, and
+//! optionally the channel × channel block means of both runs.
+//!
 //! The original notebook computes its all-layers percentile threshold from the last-layer vector
 //! and its "top ranks" variant zeroes the top ranks instead of keeping them; here each vector
 //! has its own threshold and the top n − ceil(n·p/100) ranks are kept.
@@ -26,6 +31,7 @@
 //! ```
 
 mod metrics;
+mod runs;
 
 use std::path::Path;
 
@@ -35,6 +41,7 @@ use polars::prelude::*;
 use rayon::prelude::*;
 
 pub use metrics::{compare, Comparison, METRICS};
+pub use runs::{compare_runs, ChannelBlocks};
 
 /// Errors: bad input, or a frame that could not be built.
 #[derive(Debug, thiserror::Error)]
