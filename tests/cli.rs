@@ -556,7 +556,14 @@ fn run_in_repo(args: &[&str]) -> Output {
 
 #[test]
 fn help_snapshots() {
-    for cmd in ["topk", "received", "inspect", "dense", "similarity", "compare"] {
+    for cmd in [
+        "topk",
+        "received",
+        "inspect",
+        "dense",
+        "similarity",
+        "compare",
+    ] {
         let o = run_in_repo(&[cmd, "--help"]);
         assert!(o.status.success());
         insta::assert_snapshot!(format!("help_{cmd}"), String::from_utf8_lossy(&o.stdout));

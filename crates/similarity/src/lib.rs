@@ -105,11 +105,7 @@ fn received_by_layer(src: &impl RowSource, b: u32) -> Result<Vec<Vec<f64>>> {
         .par_iter()
         .map_init(SlabBuffer::default, |buf, &s| {
             let mut acc = vec![0f64; dims.keys];
-            src.for_each_query_row(s, buf, |_, _, row| {
-                for (a, &v) in acc.iter_mut().zip(row) {
-                    *a += v as f64;
-                }
-            })?;
+            src.for_each_query_row(s, buf, |_, _, row| ingest::add_row_f64(&mut acc, row))?;
             Ok((s.layer, keys.iter().map(|&k| acc[k as usize]).collect()))
         })
         .collect::<Result<_, IngestError>>()?;

@@ -7,7 +7,6 @@ use ingest::{IngestError, RowSource, SlabBuffer, SlabId};
 use polars::prelude::*;
 use rayon::prelude::*;
 
-use crate::metrics::cosine;
 use crate::Result;
 
 /// Channel names of both runs and the block length; maps A's positions to B's.
@@ -94,65 +93,180 @@ struct SlabComparison {
     blocks: [Vec<f64>; 2],
 }
 
-fn read_matrix(src: &impl RowSource, id: SlabId, buf: &mut SlabBuffer) -> Result<Vec<f64>> {
+/// Per-thread matrix of run B, reused across heads (fresh memory costs page faults).
+#[derive(Default)]
+struct Matrices {
+    b: Vec<f32>,
+    buf: SlabBuffer,
+}
+
+thread_local! {
+    static MATRICES: std::cell::RefCell<Matrices> = std::cell::RefCell::new(Matrices::default());
+}
+
+fn read_matrix(
+    src: &impl RowSource,
+    id: SlabId,
+    buf: &mut SlabBuffer,
+    m: &mut Vec<f32>,
+) -> Result<()> {
     let n = src.dims().keys;
-    let mut m = vec![0f64; src.dims().queries * n];
+    m.clear();
+    m.resize(src.dims().queries * n, 0.0);
     src.for_each_query_row(id, buf, |_, q, row| {
-        m[q as usize * n..(q as usize + 1) * n]
-            .iter_mut()
-            .zip(row)
-            .for_each(|(d, &v)| *d = v as f64);
+        m[q as usize * n..(q as usize + 1) * n].copy_from_slice(row)
     })?;
-    Ok(m)
+    Ok(())
 }
 
-fn block_means(m: &[f64], n: usize, blocks: &ChannelBlocks) -> Vec<f64> {
-    let c = blocks.channels.len();
-    let mut out = vec![0f64; c * c];
-    for q in 0..n {
-        for k in 0..n {
-            out[(q / blocks.block) * c + k / blocks.block] += m[q * n + k];
-        }
-    }
-    let per = (blocks.block * blocks.block) as f64;
-    out.iter_mut().for_each(|v| *v /= per);
-    out
-}
-
+/// Run B's matrix is read whole (its rows are needed in A's channel order); run A is streamed
+/// row by row against it.
 fn compare_slab(
     a: &impl RowSource,
     b: &impl RowSource,
     id: SlabId,
     blocks: &ChannelBlocks,
 ) -> Result<SlabComparison> {
-    let mut buf = SlabBuffer::default();
-    let n = a.dims().keys;
-    let ma = read_matrix(a, id, &mut buf)?;
-    let raw_b = read_matrix(b, id, &mut buf)?;
-    let p = &blocks.b_position;
-    let mb: Vec<f64> = (0..n * n).map(|i| raw_b[p[i / n] * n + p[i % n]]).collect();
-    let len = (n * n) as f64;
-    let (mean_a, mean_b) = (ma.iter().sum::<f64>() / len, mb.iter().sum::<f64>() / len);
-    let (mut cov, mut var_a, mut var_b, mut abs_sum, mut abs_max) = (0f64, 0f64, 0f64, 0f64, 0f64);
-    for (x, y) in ma.iter().zip(&mb) {
-        let (dx, dy) = (x - mean_a, y - mean_b);
-        cov += dx * dy;
-        var_a += dx * dx;
-        var_b += dy * dy;
-        let d = (x - y).abs();
-        abs_sum += d;
-        abs_max = abs_max.max(d);
-    }
-    Ok(SlabComparison {
-        id,
-        metrics: [
-            cosine(&ma, &mb),
-            cov / (var_a.sqrt() * var_b.sqrt()),
-            abs_sum / len,
-            abs_max,
-        ],
-        blocks: [block_means(&ma, n, blocks), block_means(&mb, n, blocks)],
+    MATRICES.with(|m| {
+        let m = &mut *m.borrow_mut();
+        read_matrix(b, id, &mut m.buf, &mut m.b)?;
+        let n = blocks.b_position.len();
+        let mut acc = SlabAccumulator::new(blocks);
+        let rows_b = &m.b;
+        // Padded queries (with a mask) count as zero rows, as in the whole-matrix metrics.
+        let mut next = 0usize;
+        let zeros = vec![0f32; n];
+        a.for_each_query_row(id, &mut m.buf, |_, q, ra| {
+            for z in next..q as usize {
+                acc.add_row(z, &zeros, &rows_b[blocks.b_position[z] * n..][..n]);
+            }
+            acc.add_row(
+                q as usize,
+                ra,
+                &rows_b[blocks.b_position[q as usize] * n..][..n],
+            );
+            next = q as usize + 1;
+        })?;
+        for z in next..n {
+            acc.add_row(z, &zeros, &rows_b[blocks.b_position[z] * n..][..n]);
+        }
+        Ok(acc.finish(id))
     })
+}
+
+/// Sums over one pair of row segments, in four independent lanes so the compiler vectorises.
+#[derive(Default, Clone, Copy)]
+struct Sums {
+    a: f64,
+    b: f64,
+    ab: f64,
+    aa: f64,
+    bb: f64,
+    abs_diff: f64,
+    max_diff: f64,
+}
+
+fn segment_sums(xa: &[f32], xb: &[f32]) -> Sums {
+    let mut lanes = [[0f64; 4]; 7];
+    let (ca, cb) = (xa.chunks_exact(4), xb.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (ya, yb) in ca.zip(cb) {
+        for i in 0..4 {
+            let (x, y) = (ya[i] as f64, yb[i] as f64);
+            let d = (x - y).abs();
+            lanes[0][i] += x;
+            lanes[1][i] += y;
+            lanes[2][i] += x * y;
+            lanes[3][i] += x * x;
+            lanes[4][i] += y * y;
+            lanes[5][i] += d;
+            lanes[6][i] = lanes[6][i].max(d);
+        }
+    }
+    for (&x, &y) in ra.iter().zip(rb) {
+        let (x, y) = (x as f64, y as f64);
+        let d = (x - y).abs();
+        lanes[0][0] += x;
+        lanes[1][0] += y;
+        lanes[2][0] += x * y;
+        lanes[3][0] += x * x;
+        lanes[4][0] += y * y;
+        lanes[5][0] += d;
+        lanes[6][0] = lanes[6][0].max(d);
+    }
+    let sum = |l: &[f64; 4]| (l[0] + l[1]) + (l[2] + l[3]);
+    Sums {
+        a: sum(&lanes[0]),
+        b: sum(&lanes[1]),
+        ab: sum(&lanes[2]),
+        aa: sum(&lanes[3]),
+        bb: sum(&lanes[4]),
+        abs_diff: sum(&lanes[5]),
+        max_diff: lanes[6].iter().copied().fold(0.0, f64::max),
+    }
+}
+
+/// Running sums of one (batch, layer, head), fed A's rows in order. B's row for A's row q is
+/// row `p[q]`, and the key block of A's channel j is B's block of that channel, so every inner
+/// loop runs over two contiguous segments. Pearson comes from the sums (n·Σab − ΣaΣb over the
+/// square roots of the same for a and b), in f64.
+struct SlabAccumulator<'b> {
+    blocks: &'b ChannelBlocks,
+    b_block: Vec<usize>,
+    total: Sums,
+    block_sums: [Vec<f64>; 2],
+}
+
+impl<'b> SlabAccumulator<'b> {
+    fn new(blocks: &'b ChannelBlocks) -> Self {
+        let (c, w) = (blocks.channels.len(), blocks.block);
+        SlabAccumulator {
+            blocks,
+            b_block: (0..c).map(|j| blocks.b_position[j * w] / w).collect(),
+            total: Sums::default(),
+            block_sums: [vec![0f64; c * c], vec![0f64; c * c]],
+        }
+    }
+
+    fn add_row(&mut self, q: usize, ra: &[f32], rb: &[f32]) {
+        let (c, w) = (self.blocks.channels.len(), self.blocks.block);
+        let base = (q / w) * c;
+        for (j, &jb) in self.b_block.iter().enumerate() {
+            let s = segment_sums(&ra[j * w..(j + 1) * w], &rb[jb * w..(jb + 1) * w]);
+            self.block_sums[0][base + j] += s.a;
+            self.block_sums[1][base + j] += s.b;
+            let t = &mut self.total;
+            t.a += s.a;
+            t.b += s.b;
+            t.ab += s.ab;
+            t.aa += s.aa;
+            t.bb += s.bb;
+            t.abs_diff += s.abs_diff;
+            t.max_diff = t.max_diff.max(s.max_diff);
+        }
+    }
+
+    fn finish(mut self, id: SlabId) -> SlabComparison {
+        let n = self.blocks.b_position.len();
+        let t = self.total;
+        let len = (n * n) as f64;
+        let cov = len * t.ab - t.a * t.b;
+        let (var_a, var_b) = (len * t.aa - t.a * t.a, len * t.bb - t.b * t.b);
+        let per = (self.blocks.block * self.blocks.block) as f64;
+        for s in &mut self.block_sums {
+            s.iter_mut().for_each(|v| *v /= per);
+        }
+        SlabComparison {
+            id,
+            metrics: [
+                t.ab / (t.aa.sqrt() * t.bb.sqrt()),
+                cov / (var_a.sqrt() * var_b.sqrt()),
+                t.abs_diff / len,
+                t.max_diff,
+            ],
+            blocks: self.block_sums,
+        }
+    }
 }
 
 /// The comparison frame (`batch, layer, head, cosine, pearson, mean_abs_diff, max_abs_diff`)

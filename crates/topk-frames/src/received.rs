@@ -59,37 +59,12 @@ pub struct ReceivedOptions {
 /// Column sums of one slab over its valid queries, for its valid keys (f64).
 fn slab_sums(src: &impl RowSource, id: SlabId, buf: &mut SlabBuffer) -> Result<Vec<f64>> {
     let mut acc = vec![0f64; src.dims().keys];
-    src.for_each_query_row(id, buf, |_, _, row| add_row(&mut acc, row))?;
+    src.for_each_query_row(id, buf, |_, _, row| ingest::add_row_f64(&mut acc, row))?;
     Ok(src
         .valid_keys(id.batch)
         .iter()
         .map(|&p| acc[p as usize])
         .collect())
-}
-
-/// acc += row, in f64.
-fn add_row(acc: &mut [f64], row: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        unsafe { add_row_avx2(acc, row) };
-        return;
-    }
-    add_row_portable(acc, row);
-}
-
-#[inline(always)]
-fn add_row_portable(acc: &mut [f64], row: &[f32]) {
-    for (a, &v) in acc.iter_mut().zip(row) {
-        *a += v as f64;
-    }
-}
-
-/// The same loop compiled for AVX2: four f32 → f64 conversions per instruction instead of two.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn add_row_avx2(acc: &mut [f64], row: &[f32]) {
-    add_row_portable(acc, row);
 }
 
 /// The received frame of a source (one chunk: it has one row per selected key and group).
