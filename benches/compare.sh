@@ -74,7 +74,27 @@ lf_rows() {
   printf '%-36s %10.3f   (dd writing 9.7 GB with fdatasync, the disk reference for dense)\n' "dd 9.7 GB" "$dt"
 }
 
+# Internal ratios the issues set: similarity within 1.5x of received, compare within 1.5x of
+# reading both runs once.
+ratio_rows() {
+  local a="$data/dense2048/attn.npy" attr="$data/dense2048/attributions.npy"
+  [ -f "$attr" ] || "$py" -c "import numpy as np; np.save('$attr', np.random.default_rng(0).normal(size=(1, 2048)).astype(np.float32))"
+  local chan chan_b
+  chan=$(seq -s, -f 'C%g' 0 15)
+  chan_b=$(seq -s, -f 'C%g' 1 15),C0
+  read -r st sr < <(measure "$bin" --quiet similarity --attn "$a" --attributions "$attr" -o "$out/s.parquet")
+  read -r rt _ < <(measure "$bin" --quiet received --attn "$a" -o "$out/r.parquet")
+  read -r ct cr < <(measure "$bin" --quiet compare --attn "$a" --attn-b "$a" --channels-a "$chan" --channels-b "$chan_b" \
+      --block 128 -o "$out/c.parquet" --blocks "$out/b.parquet")
+  read -r rd _ < <(measure sh -c "cat '$a' '$a' > /dev/null")
+  printf '%-36s %10.3f %10d   received %.3f s: %.2fx of it\n' "dense2048 similarity" "$st" "$sr" "$rt" "$(echo "$st $rt" | awk '{print $1/$2}')"
+  printf '%-36s %10.3f %10d   reading both runs %.3f s: %.2fx of it\n' "dense2048 compare (2 runs)" "$ct" "$cr" "$rd" "$(echo "$ct $rd" | awk '{print $1/$2}')"
+}
+
 for w in ${only//,/ }; do
+  if [ "$w" = dense2048 ]; then
+    ratio_rows
+  fi
   if [ "$w" = lf4096 ]; then
     lf_rows
     continue

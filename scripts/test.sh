@@ -20,8 +20,8 @@ ATTNFRAMES_BIN="$target/release/attnframes" .venv/bin/python -m pytest -q tests/
 acceptance=../shared/acceptance
 if [ -d "$acceptance/public" ]; then
   # The checks of the commands this build has: inspect, topk, received, dense, similarity,
-  # compare (without --plot) and their bad inputs.
-  checks='^(topk|received|inspect|dense|similarity)_|^compare_a_|^(missing_file|truncated_npy|empty_npy|int32_dtype|nan_attention|inf_attention'
+  # compare and their bad inputs.
+  checks='^(topk|received|inspect|dense|similarity|compare)_|^(missing_file|truncated_npy|empty_npy|int32_dtype|nan_attention|inf_attention'
   checks+='|tokens_wrong_length|4d_without_layout|layout_ndim_mismatch|npz_missing_key|safetensors_missing_key'
   checks+='|head_importance_shape|attention_mask_shape|ids_outside_vocab|k_zero|layer_selection_out_of_range'
   checks+='|inspect_missing_file|allow_nan_ranks_last|lf_global_shape_mismatch|lf_lastdim_inconsistent'

@@ -203,6 +203,9 @@ pub struct SimilarityArgs {
     /// Also write the positions in either top set, per batch row and scope.
     #[arg(long)]
     pub overlap: Option<String>,
+    /// One id per batch row (.txt): adds an `example_id` column to both outputs.
+    #[arg(long)]
+    pub example_ids: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -226,4 +229,16 @@ pub struct CompareArgs {
     /// Also write the channel × channel block means of both runs.
     #[arg(long)]
     pub blocks: Option<String>,
+    /// Draw A, B reordered and A − B of one head as a PNG (block dividers; no axis labels yet).
+    #[arg(long)]
+    pub plot: Option<String>,
+    /// Layer of the plotted head (default: the head with the lowest cosine).
+    #[arg(long, requires = "head")]
+    pub layer: Option<u16>,
+    /// Head of the plotted head.
+    #[arg(long, requires = "layer")]
+    pub head: Option<u16>,
+    /// Top of the colour scale of A and B (e.g. 0.05 to make plots of several runs comparable).
+    #[arg(long)]
+    pub vmax: Option<f32>,
 }

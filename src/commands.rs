@@ -375,8 +375,13 @@ fn similarity_on(
     let dims = src.dims();
     let attributions = similarity::Attributions::open(&a.attributions, dims.batch, dims.keys)?;
     let tokens = token_dictionary(src)?;
-    let (metrics, overlap) =
+    let (mut metrics, mut overlap) =
         similarity::similarity_frames(src, tokens.as_ref(), &attributions, a.percentile)?;
+    if let Some(path) = &a.example_ids {
+        let ids = similarity::read_example_ids(path, dims.batch)?;
+        metrics = similarity::with_example_ids(metrics, &ids)?;
+        overlap = similarity::with_example_ids(overlap, &ids)?;
+    }
     let mut options = selection_options(&a.input);
     options["percentile"] = json!(a.percentile);
     options["attributions"] = json!(a.attributions.display().to_string());
@@ -448,7 +453,32 @@ fn compare(a: &CompareArgs) -> Result<(), CliError> {
         &a.input.attn,
         &a.attn_b,
     )?;
-    let (comparison, block_means) = similarity::compare_runs(&run_a, &run_b, &blocks)?;
+    let result = similarity::compare_runs(&run_a, &run_b, &blocks)?;
+    if let Some(path) = &a.plot {
+        let id = match (a.layer, a.head) {
+            (Some(layer), Some(head)) => {
+                let batch = run_a.slabs().first().map_or(0, |s| s.batch);
+                let id = ingest::SlabId { batch, layer, head };
+                if !run_a.slabs().contains(&id) {
+                    return Err(CliError::usage(format!(
+                        "--layer {layer} --head {head} is not among the compared heads"
+                    )));
+                }
+                id
+            }
+            _ => result
+                .least_similar
+                .ok_or_else(|| CliError::usage("no head to plot"))?,
+        };
+        let (ma, mb) = similarity::head_matrices(&run_a, &run_b, id, &blocks)?;
+        let png = similarity::comparison_png(&ma, &mb, seq, a.block, a.vmax)
+            .map_err(similarity::SimilarityError::from)?;
+        let mut out = AtomicOutput::create(path)?;
+        out.write_all(&png)
+            .map_err(|e| CliError::from(out.error(e)))?;
+        out.commit()?;
+    }
+    let (comparison, block_means) = (result.heads, result.blocks);
     let mut options = selection_options(&a.input);
     options["attn_b"] = json!(a.attn_b.display().to_string());
     options["channels_a"] = json!(channels_a);

@@ -1224,3 +1224,66 @@ fn compare_blocks_and_errors() {
         &outd,
     );
 }
+
+#[test]
+fn compare_plot_and_similarity_example_ids() {
+    let d = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        fixture("spacetime/run_a.npy"),
+        fixture("spacetime/run_b.npy"),
+    );
+    let (out, png) = (d.path().join("c.csv"), d.path().join("c.png"));
+    let o = run(&[
+        "compare",
+        "--attn",
+        a.to_str().unwrap(),
+        "--attn-b",
+        b.to_str().unwrap(),
+        "--channels-a",
+        "SP1,SP2,TO1,TO2,TO'1,TO'2",
+        "--channels-b",
+        "SP2,TO1,TO2,TO'1,TO'2,SP1",
+        "--block",
+        "6",
+        "-o",
+        out.to_str().unwrap(),
+        "--plot",
+        png.to_str().unwrap(),
+        "--layer",
+        "2",
+        "--head",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(&png)
+        .unwrap()
+        .starts_with(b"\x89PNG\r\n\x1a\n"));
+
+    let ids = d.path().join("ids.txt");
+    std::fs::write(&ids, "first\nsecond\nthird\n").unwrap();
+    let (sim, ov) = (d.path().join("s.csv"), d.path().join("o.csv"));
+    let o = run(&[
+        "similarity",
+        "--attn",
+        fixture("minilm/attentions.npy").to_str().unwrap(),
+        "--attention-mask",
+        fixture("minilm/attention_mask.npy").to_str().unwrap(),
+        "--attributions",
+        fixture("minilm/attributions.npy").to_str().unwrap(),
+        "--example-ids",
+        ids.to_str().unwrap(),
+        "-o",
+        sim.to_str().unwrap(),
+        "--overlap",
+        ov.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in [&sim, &ov] {
+        let (header, rows) = read_csv(f);
+        assert_eq!(header[..2], ["example_id", "batch"]);
+        for r in rows {
+            let want = ["first", "second", "third"][r[1].parse::<usize>().unwrap()];
+            assert_eq!(r[0], want);
+        }
+    }
+}

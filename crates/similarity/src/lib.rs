@@ -31,6 +31,7 @@
 //! ```
 
 mod metrics;
+mod plot;
 mod runs;
 
 use std::path::Path;
@@ -41,7 +42,8 @@ use polars::prelude::*;
 use rayon::prelude::*;
 
 pub use metrics::{compare, Comparison, METRICS};
-pub use runs::{compare_runs, ChannelBlocks};
+pub use plot::{comparison_png, head_matrices};
+pub use runs::{compare_runs, ChannelBlocks, RunComparison};
 
 /// Errors: bad input, or a frame that could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,8 @@ pub enum SimilarityError {
     Ingest(#[from] IngestError),
     #[error("building a frame: {0}")]
     Polars(#[from] PolarsError),
+    #[error("encoding the picture: {0}")]
+    Png(#[from] png::EncodingError),
 }
 
 pub type Result<T, E = SimilarityError> = std::result::Result<T, E>;
@@ -199,4 +203,35 @@ pub fn similarity_frames(
         ],
     )?;
     Ok((metrics, overlap))
+}
+
+/// Reads one example id per batch row (a `.txt`, one per line).
+pub fn read_example_ids(path: &Path, batch: usize) -> Result<Vec<String>, IngestError> {
+    let text = std::fs::read_to_string(path).map_err(|e| IngestError::io(path, e))?;
+    let ids: Vec<String> = text
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if ids.len() != batch {
+        return Err(IngestError::invalid(
+            path,
+            format!("{} example ids for batch size {batch}", ids.len()),
+        ));
+    }
+    Ok(ids)
+}
+
+/// Puts an `example_id` column (the id of each row's batch) in front of a frame with a
+/// `batch` column, so that frames of many files concatenate into one dataset.
+pub fn with_example_ids(mut df: DataFrame, ids: &[String]) -> Result<DataFrame> {
+    let batch = df.column("batch")?.u32()?.clone();
+    let values: Vec<&str> = batch
+        .into_no_null_iter()
+        .map(|b| ids[b as usize].as_str())
+        .collect();
+    let column =
+        StringChunked::from_iter_values("example_id".into(), values.into_iter()).into_column();
+    df.insert_column(0, column)?;
+    Ok(df)
 }

@@ -15,7 +15,7 @@ pub struct ChannelBlocks {
     pub channels: Vec<String>,
     pub block: usize,
     /// `b_position[p]` = the position in run B of A's position p.
-    b_position: Vec<usize>,
+    pub(crate) b_position: Vec<usize>,
 }
 
 impl ChannelBlocks {
@@ -104,7 +104,7 @@ thread_local! {
     static MATRICES: std::cell::RefCell<Matrices> = std::cell::RefCell::new(Matrices::default());
 }
 
-fn read_matrix(
+pub(crate) fn read_matrix(
     src: &impl RowSource,
     id: SlabId,
     buf: &mut SlabBuffer,
@@ -269,19 +269,32 @@ impl<'b> SlabAccumulator<'b> {
     }
 }
 
-/// The comparison frame (`batch, layer, head, cosine, pearson, mean_abs_diff, max_abs_diff`)
-/// and the block frame (`run, batch, layer, head, query_channel, key_channel,
-/// mean_attention`) of two runs with the same shape.
+/// What [`compare_runs`] returns.
+pub struct RunComparison {
+    /// `batch, layer, head, cosine, pearson, mean_abs_diff, max_abs_diff`.
+    pub heads: DataFrame,
+    /// `run, batch, layer, head, query_channel, key_channel, mean_attention`.
+    pub blocks: DataFrame,
+    /// The head whose cosine is lowest (the one worth looking at first).
+    pub least_similar: Option<SlabId>,
+}
+
+/// Compares two runs with the same shape, head by head.
 pub fn compare_runs(
     a: &impl RowSource,
     b: &impl RowSource,
     blocks: &ChannelBlocks,
-) -> Result<(DataFrame, DataFrame)> {
+) -> Result<RunComparison> {
     let parts: Vec<SlabComparison> = a
         .slabs()
         .par_iter()
         .map(|&id| compare_slab(a, b, id, blocks))
         .collect::<Result<_>>()?;
+    let least_similar = parts
+        .iter()
+        .filter(|p| !p.metrics[0].is_nan())
+        .min_by(|x, y| x.metrics[0].total_cmp(&y.metrics[0]))
+        .map(|p| p.id);
     let n = parts.len();
     let mut metric_cols: [Vec<f64>; 4] = Default::default();
     let c = blocks.channels.len();
@@ -340,5 +353,9 @@ pub fn compare_runs(
             Float64Chunked::from_vec("mean_attention".into(), blk.6).into_column(),
         ],
     )?;
-    Ok((comparison, block_frame))
+    Ok(RunComparison {
+        heads: comparison,
+        blocks: block_frame,
+        least_similar,
+    })
 }
