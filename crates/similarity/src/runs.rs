@@ -154,7 +154,7 @@ fn compare_slab(
     })
 }
 
-/// Sums over one pair of row segments, in four independent lanes so the compiler vectorises.
+/// Sums over one pair of row segments, in independent lanes so the compiler vectorises.
 #[derive(Default, Clone, Copy)]
 struct Sums {
     a: f64,
@@ -167,11 +167,31 @@ struct Sums {
 }
 
 fn segment_sums(xa: &[f32], xb: &[f32]) -> Sums {
-    let mut lanes = [[0f64; 4]; 7];
-    let (ca, cb) = (xa.chunks_exact(4), xb.chunks_exact(4));
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { segment_sums_avx2(xa, xb) };
+    }
+    segment_sums_portable(xa, xb)
+}
+
+/// The same loop compiled for AVX2 (four f64 per instruction instead of two).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn segment_sums_avx2(xa: &[f32], xb: &[f32]) -> Sums {
+    segment_sums_portable(xa, xb)
+}
+
+/// Lanes per accumulator: enough independent chains to hide the latency of f64 additions.
+const LANES: usize = 8;
+
+#[inline(always)]
+fn segment_sums_portable(xa: &[f32], xb: &[f32]) -> Sums {
+    let mut lanes = [[0f64; LANES]; 7];
+    let (ca, cb) = (xa.chunks_exact(LANES), xb.chunks_exact(LANES));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (ya, yb) in ca.zip(cb) {
-        for i in 0..4 {
+        for i in 0..LANES {
             let (x, y) = (ya[i] as f64, yb[i] as f64);
             let d = (x - y).abs();
             lanes[0][i] += x;
@@ -194,7 +214,7 @@ fn segment_sums(xa: &[f32], xb: &[f32]) -> Sums {
         lanes[5][0] += d;
         lanes[6][0] = lanes[6][0].max(d);
     }
-    let sum = |l: &[f64; 4]| (l[0] + l[1]) + (l[2] + l[3]);
+    let sum = |l: &[f64; LANES]| l.iter().sum::<f64>();
     Sums {
         a: sum(&lanes[0]),
         b: sum(&lanes[1]),
