@@ -48,4 +48,16 @@ pub trait RowSource: Sync {
         buf: &mut SlabBuffer,
         f: impl FnMut(usize, u32, &[f32]),
     ) -> Result<()>;
+
+    /// The attention each valid key of slab `s` receives: the sum over the valid queries, in
+    /// f64, one value per entry of `valid_keys`.
+    fn received(&self, s: SlabId, buf: &mut SlabBuffer) -> Result<Vec<f64>> {
+        let mut acc = vec![0f64; self.dims().keys];
+        self.for_each_query_row(s, buf, |_, _, row| crate::add_row_f64(&mut acc, row))?;
+        Ok(self
+            .valid_keys(s.batch)
+            .iter()
+            .map(|&k| acc[k as usize])
+            .collect())
+    }
 }

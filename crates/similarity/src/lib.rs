@@ -108,9 +108,7 @@ fn received_by_layer(src: &impl RowSource, b: u32) -> Result<Vec<Vec<f64>>> {
     let sums: Vec<(u16, Vec<f64>)> = slabs
         .par_iter()
         .map_init(SlabBuffer::default, |buf, &s| {
-            let mut acc = vec![0f64; dims.keys];
-            src.for_each_query_row(s, buf, |_, _, row| ingest::add_row_f64(&mut acc, row))?;
-            Ok((s.layer, keys.iter().map(|&k| acc[k as usize]).collect()))
+            Ok((s.layer, src.received(s, buf)?))
         })
         .collect::<Result<_, IngestError>>()?;
     let mut by_layer = vec![vec![0f64; keys.len()]; dims.layers];

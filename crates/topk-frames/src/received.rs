@@ -1,7 +1,7 @@
 //! `received`: how much attention each key receives, summed over the valid queries.
 
 use frame_sink::TokenDictionary;
-use ingest::{RowSource, SlabBuffer, SlabId};
+use ingest::{RowSource, SlabId};
 use polars::prelude::*;
 use rayon::prelude::*;
 
@@ -57,16 +57,6 @@ pub struct ReceivedOptions {
 }
 
 /// Column sums of one slab over its valid queries, for its valid keys (f64).
-fn slab_sums(src: &impl RowSource, id: SlabId, buf: &mut SlabBuffer) -> Result<Vec<f64>> {
-    let mut acc = vec![0f64; src.dims().keys];
-    src.for_each_query_row(id, buf, |_, _, row| ingest::add_row_f64(&mut acc, row))?;
-    Ok(src
-        .valid_keys(id.batch)
-        .iter()
-        .map(|&p| acc[p as usize])
-        .collect())
-}
-
 /// The received frame of a source (one chunk: it has one row per selected key and group).
 pub fn received_frame(
     src: &impl RowSource,
@@ -77,11 +67,17 @@ pub fn received_frame(
         return Err(FrameError::Usage("-k must be at least 1".into()));
     }
     let slabs = src.slabs();
-    let sums_of = |&id: &SlabId| with_scratch(|s| slab_sums(src, id, &mut s.slab));
+    let sums_of = |&id: &SlabId| with_scratch(|s| src.received(id, &mut s.slab));
     let mut sums: Vec<Vec<f64>> = if src.is_seekable() {
-        slabs.par_iter().map(sums_of).collect::<Result<_>>()?
+        slabs
+            .par_iter()
+            .map(sums_of)
+            .collect::<Result<_, ingest::IngestError>>()?
     } else {
-        slabs.iter().map(sums_of).collect::<Result<_>>()?
+        slabs
+            .iter()
+            .map(sums_of)
+            .collect::<Result<_, ingest::IngestError>>()?
     };
     if opts.normalize == Normalize::MinMax {
         let all = sums.iter().flatten().filter(|v| !v.is_nan());
