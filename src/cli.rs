@@ -35,6 +35,12 @@ pub enum Command {
     Similarity(SimilarityArgs),
     /// Run vs run: B's channel blocks permuted into A's order, then compared per head.
     Compare(CompareArgs),
+    /// Any tensor as a long frame: one index column per axis, then `value`.
+    Melt(MeltArgs),
+    /// KMeans on the attention rows of one head for each k; k chosen by silhouette.
+    Cluster(ClusterArgs),
+    /// Heatmaps (PNG/SVG) of heads, layer × head grids, channel blocks; token text heatmaps (HTML/LaTeX).
+    Plot(PlotArgs),
 }
 
 #[derive(Debug, Args)]
@@ -229,9 +235,12 @@ pub struct CompareArgs {
     /// Also write the channel × channel block means of both runs.
     #[arg(long)]
     pub blocks: Option<String>,
-    /// Draw A, B reordered and A − B of one head as a PNG (block dividers; no axis labels yet).
+    /// Draw A, B reordered and A − B of one head (.png or .svg), with channel dividers and names.
     #[arg(long)]
     pub plot: Option<String>,
+    /// Colour map of A and B in --plot.
+    #[arg(long, value_enum, default_value = "viridis")]
+    pub colormap: ColormapArg,
     /// Layer of the plotted head (default: the head with the lowest cosine).
     #[arg(long, requires = "head")]
     pub layer: Option<u16>,
@@ -241,4 +250,108 @@ pub struct CompareArgs {
     /// Top of the colour scale of A and B (e.g. 0.05 to make plots of several runs comparable).
     #[arg(long)]
     pub vmax: Option<f32>,
+}
+
+#[derive(Debug, Args)]
+pub struct MeltArgs {
+    /// Tensor: .npy, .npz, .safetensors (any float, integer or bool dtype).
+    #[arg(long)]
+    pub attn: PathBuf,
+    /// Array name inside .npz/.safetensors.
+    #[arg(long)]
+    pub attn_key: Option<String>,
+    /// One column name per axis, e.g. layer,head,position,dim (layer/head are u16, others u32).
+    #[arg(long)]
+    pub axes: String,
+    /// Tokens (.txt or .json): axes named position / query_position get token / query_token.
+    #[arg(long)]
+    pub tokens: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RowsArg {
+    All,
+    Even,
+    Odd,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Labels of the chosen k: .parquet, .csv, .arrow.
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Layer of the clustered head.
+    #[arg(long)]
+    pub layer: u16,
+    /// Head of the clustered head.
+    #[arg(long)]
+    pub head: u16,
+    /// Values of k to try, e.g. 2-9 (2 ≤ k < number of rows).
+    #[arg(long, default_value = "2-9")]
+    pub k_range: String,
+    /// Query rows: every valid row, or the even / odd query positions only.
+    #[arg(long, value_enum, default_value = "all")]
+    pub rows: RowsArg,
+    /// Also write k, silhouette, inertia and chosen for every k.
+    #[arg(long)]
+    pub scores: Option<String>,
+    /// Seed of the k-means++ initialisation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// KMeans restarts per k (the lowest inertia is kept).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub n_init: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColormapArg {
+    Viridis,
+    NipySpectral,
+    Purples,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Output: .png or .svg (heatmaps), .html or .tex (--text).
+    #[arg(long, short)]
+    pub output: String,
+    /// Layer of the head to draw.
+    #[arg(long)]
+    pub layer: Option<u16>,
+    /// Head to draw.
+    #[arg(long)]
+    pub head: Option<u16>,
+    /// Every selected layer (rows) × head (columns) in one figure.
+    #[arg(long, conflicts_with_all = ["layer", "head"])]
+    pub grid: bool,
+    /// One colour scale for every panel of a grid.
+    #[arg(long)]
+    pub shared_scale: bool,
+    /// Write each cell's value in it (small matrices).
+    #[arg(long)]
+    pub annotate: bool,
+    /// Colour map.
+    #[arg(long, value_enum, default_value = "viridis")]
+    pub colormap: ColormapArg,
+    /// Bottom of the colour scale.
+    #[arg(long)]
+    pub vmin: Option<f32>,
+    /// Top of the colour scale (e.g. 0.05 to make figures of several runs comparable).
+    #[arg(long)]
+    pub vmax: Option<f32>,
+    /// Channel names in token order, e.g. "SP1,SP2,TO1": dividers and names instead of tokens.
+    #[arg(long, requires = "block")]
+    pub channels: Option<String>,
+    /// Tokens (time points) per channel block.
+    #[arg(long, requires = "channels")]
+    pub block: Option<usize>,
+    /// Token text heatmap: each token coloured by the attention it receives (.html or .tex).
+    #[arg(long, conflicts_with_all = ["grid", "annotate", "channels"])]
+    pub text: bool,
 }

@@ -563,6 +563,9 @@ fn help_snapshots() {
         "dense",
         "similarity",
         "compare",
+        "melt",
+        "cluster",
+        "plot",
     ] {
         let o = run_in_repo(&[cmd, "--help"]);
         assert!(o.status.success());
@@ -1286,4 +1289,400 @@ fn compare_plot_and_similarity_example_ids() {
             assert_eq!(r[0], want);
         }
     }
+}
+
+/// Writes an `.npy` with the given numpy type string and raw little-endian element bytes.
+fn write_raw_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
+    let mut bytes = ingest::npy::header_bytes(descr, shape);
+    bytes.extend_from_slice(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn melt_is_the_c_order_index_grid_with_tokens() {
+    let d = tempfile::tempdir().unwrap();
+    // (batch 2, query_position 3, position 3) int32 values 100·b + 10·q + k.
+    let values: Vec<i32> = (0..2)
+        .flat_map(|b| (0..3).flat_map(move |q| (0..3).map(move |k| 100 * b + 10 * q + k)))
+        .collect();
+    let x = d.path().join("x.npy");
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_raw_npy(&x, "<i4", &[2, 3, 3], &raw);
+    let tokens = d.path().join("t.json");
+    std::fs::write(&tokens, r#"[["a","b","c"],["x","y","z"]]"#).unwrap();
+    let out = d.path().join("m.csv");
+    let o = run(&[
+        "melt",
+        "--attn",
+        x.to_str().unwrap(),
+        "--axes",
+        "batch,query_position,position",
+        "--tokens",
+        tokens.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (header, rows) = read_csv(&out);
+    assert_eq!(
+        header,
+        [
+            "batch",
+            "query_position",
+            "query_token",
+            "position",
+            "token",
+            "value"
+        ]
+    );
+    assert_eq!(rows.len(), 18);
+    let names = [["a", "b", "c"], ["x", "y", "z"]];
+    for (i, r) in rows.iter().enumerate() {
+        let (b, q, k) = (i / 9, i / 3 % 3, i % 3);
+        assert_eq!(r[0], b.to_string());
+        assert_eq!(r[1], q.to_string());
+        assert_eq!(r[2], names[b][q]);
+        assert_eq!(r[3], k.to_string());
+        assert_eq!(r[4], names[b][k]);
+        assert_eq!(r[5], (100 * b + 10 * q + k).to_string());
+    }
+    // Axis names must match the tensor: a usage error.
+    let o = run(&[
+        "melt",
+        "--attn",
+        x.to_str().unwrap(),
+        "--axes",
+        "a,b",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
+fn melt_keeps_float64_and_reads_fortran_order() {
+    let d = tempfile::tempdir().unwrap();
+    // A (2, 3) float64 array stored in Fortran order: storage is column by column.
+    let logical = [[0.5f64, 1.25, -2.0], [3.0, 1e-300, 7.75]];
+    let storage: Vec<u8> = (0..3)
+        .flat_map(|c| (0..2).map(move |r| logical[r][c]))
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let mut bytes = ingest::npy::header_bytes("<f8", &[2, 3]);
+    let (from, to) = (b"'fortran_order': False,", b"'fortran_order': True, ");
+    let at = bytes.windows(from.len()).position(|w| w == from).unwrap();
+    bytes[at..at + to.len()].copy_from_slice(to);
+    let x = d.path().join("f.npy");
+    bytes.extend(storage);
+    std::fs::write(&x, bytes).unwrap();
+    let out = d.path().join("m.csv");
+    let o = run(&[
+        "melt",
+        "--attn",
+        x.to_str().unwrap(),
+        "--axes",
+        "layer,dim",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, rows) = read_csv(&out);
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(
+            r[2].parse::<f64>().unwrap(),
+            logical[i / 3][i % 3],
+            "row {i}"
+        );
+    }
+}
+
+#[test]
+fn cluster_is_the_same_for_any_thread_count_and_recovers_planted_rows() {
+    let d = tempfile::tempdir().unwrap();
+    // 12 rows over 12 keys in three planted groups: group g puts 0.9 on key g, the rest spread.
+    let (s, groups) = (12usize, [0usize, 1, 2, 1, 0, 2, 2, 0, 1, 1, 2, 0]);
+    let mut a = vec![0f32; s * s];
+    for (q, &g) in groups.iter().enumerate() {
+        for k in 0..s {
+            a[q * s + k] = if k == g {
+                0.9
+            } else {
+                0.1 / 11.0 + (q * 7 + k) as f32 * 1e-5
+            };
+        }
+    }
+    let x = d.path().join("a.npy");
+    write_npy(&x, &[1, 1, 1, s, s], &a);
+    let mut outputs = Vec::new();
+    for threads in ["1", "3"] {
+        let (labels, scores) = (
+            d.path().join(format!("l{threads}.parquet")),
+            d.path().join(format!("s{threads}.csv")),
+        );
+        let o = run(&[
+            "--threads",
+            threads,
+            "cluster",
+            "--attn",
+            x.to_str().unwrap(),
+            "--layer",
+            "0",
+            "--head",
+            "0",
+            "--k-range",
+            "2-5",
+            "-o",
+            labels.to_str().unwrap(),
+            "--scores",
+            scores.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        outputs.push((
+            std::fs::read(&labels).unwrap(),
+            std::fs::read(&scores).unwrap(),
+        ));
+        let (header, rows) = read_csv(&scores);
+        assert_eq!(header, ["k", "silhouette", "inertia", "chosen"]);
+        let chosen: Vec<&str> = rows
+            .iter()
+            .filter(|r| r[3] == "true")
+            .map(|r| r[0].as_str())
+            .collect();
+        assert_eq!(chosen, ["3"]);
+    }
+    assert_eq!(
+        outputs[0], outputs[1],
+        "output differs between 1 and 3 threads"
+    );
+    // Labels, numbered by first appearance, are the planted groups.
+    let csv = d.path().join("l.csv");
+    let o = run(&[
+        "cluster",
+        "--attn",
+        x.to_str().unwrap(),
+        "--layer",
+        "0",
+        "--head",
+        "0",
+        "--k-range",
+        "2-5",
+        "--rows",
+        "even",
+        "-o",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (header, rows) = read_csv(&csv);
+    assert_eq!(
+        header,
+        [
+            "batch",
+            "layer",
+            "head",
+            "query_position",
+            "query_token",
+            "cluster"
+        ]
+    );
+    let positions: Vec<String> = rows.iter().map(|r| r[3].clone()).collect();
+    assert_eq!(positions, ["0", "2", "4", "6", "8", "10"]);
+    // Even rows: groups 0, 2, 0, 2, 1, 2 → first-appearance labels 0, 1, 0, 1, 2, 1.
+    let labels: Vec<String> = rows.iter().map(|r| r[5].clone()).collect();
+    assert_eq!(labels, ["0", "1", "0", "1", "2", "1"]);
+    // k must stay below the number of rows.
+    let o = run(&[
+        "cluster",
+        "--attn",
+        x.to_str().unwrap(),
+        "--layer",
+        "0",
+        "--head",
+        "0",
+        "--k-range",
+        "2-12",
+        "-o",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("error: ") && stderr(&o).contains("a.npy"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Decoded RGB pixels of a PNG: (width, height, pixels).
+fn decode_png(path: &Path) -> (usize, usize, Vec<[u8; 3]>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0u8; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    let px = buf[..info.buffer_size()]
+        .chunks(3)
+        .map(|c| [c[0], c[1], c[2]])
+        .collect();
+    (info.width as usize, info.height as usize, px)
+}
+
+/// Lengths of the runs of non-white pixels at least `min` long along a line of pixels.
+fn long_runs(line: impl Iterator<Item = [u8; 3]>, min: usize) -> Vec<usize> {
+    let mut runs = Vec::new();
+    let mut n = 0;
+    for p in line.chain([[255, 255, 255]]) {
+        if p != [255, 255, 255] {
+            n += 1;
+        } else {
+            if n >= min {
+                runs.push(n);
+            }
+            n = 0;
+        }
+    }
+    runs
+}
+
+#[test]
+fn plot_heatmaps_and_grids_measured_on_the_image() {
+    let d = tempfile::tempdir().unwrap();
+    // (L 3, B 1, H 2, 6, 6) with values that differ per cell.
+    let a: Vec<f32> = (0..3 * 2 * 36)
+        .map(|i| ((i * 37) % 101) as f32 / 101.0 + 0.01)
+        .collect();
+    let x = d.path().join("a.npy");
+    write_npy(&x, &[3, 1, 2, 6, 6], &a);
+    let single = d.path().join("h.png");
+    let o = run(&[
+        "plot",
+        "--attn",
+        x.to_str().unwrap(),
+        "--layer",
+        "1",
+        "--head",
+        "1",
+        "-o",
+        single.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (w, h, px) = decode_png(&single);
+    let colours: std::collections::HashSet<[u8; 3]> = px.iter().copied().collect();
+    assert!(colours.len() > 20, "{} colours", colours.len());
+    // One heat area of 6 cells of 48 px (cells are capped at 48 px), plus margins.
+    let mid = h / 2;
+    let runs = long_runs(px[mid * w..(mid + 1) * w].iter().copied(), 30);
+    assert_eq!(runs, vec![6 * 48], "runs along the middle row");
+
+    let grid = d.path().join("g.png");
+    let o = run(&[
+        "plot",
+        "--attn",
+        x.to_str().unwrap(),
+        "--grid",
+        "--annotate",
+        "-o",
+        grid.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (w, h, px) = decode_png(&grid);
+    // Panels of a grid: 2 heads across, 3 layers down, each heat area 6 × 40 px.
+    let first_heat_row = (0..h)
+        .find(|&y| !long_runs(px[y * w..(y + 1) * w].iter().copied(), 200).is_empty())
+        .unwrap();
+    let across = long_runs(
+        px[(first_heat_row + 5) * w..(first_heat_row + 6) * w]
+            .iter()
+            .copied(),
+        200,
+    );
+    assert_eq!(across, vec![240, 240]);
+    let first_heat_col = (0..w)
+        .find(|&x| {
+            px[(first_heat_row + 5) * w + x] != [255, 255, 255]
+                && long_runs((0..h).map(|y| px[y * w + x]), 200).len() == 3
+        })
+        .unwrap();
+    let down = long_runs((0..h).map(|y| px[y * w + first_heat_col + 3]), 200);
+    assert_eq!(down, vec![240, 240, 240]);
+
+    // A 2,048 × 2,048 head is max-pooled to a 480-pixel heat area.
+    let n = 2048;
+    let big: Vec<f32> = (0..n * n)
+        .map(|i| if i % 4099 == 0 { 1.0 } else { 1e-4 })
+        .collect();
+    let bx = d.path().join("big.npy");
+    write_npy(&bx, &[n, n], &big);
+    let bp = d.path().join("big.png");
+    let o = run(&[
+        "plot",
+        "--attn",
+        bx.to_str().unwrap(),
+        "--layer",
+        "0",
+        "--head",
+        "0",
+        "-o",
+        bp.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (w, h, px) = decode_png(&bp);
+    let runs = long_runs(px[h / 2 * w..(h / 2 + 1) * w].iter().copied(), 100);
+    assert_eq!(runs, vec![480]);
+    // The diagonal's sparse peaks survive max-pooling: yellow appears.
+    assert!(px.iter().any(|p| p[0] > 200 && p[1] > 200 && p[2] < 100));
+}
+
+#[test]
+fn plot_text_latex_escapes_every_special_character() {
+    let d = tempfile::tempdir().unwrap();
+    let toks = [
+        "#", "%", "&", "_", "^", "{", "}", "\\", "~", "$", "play", "##ing",
+    ];
+    let s = toks.len();
+    let a: Vec<f32> = (0..s * s).map(|i| (i % s) as f32 + 1.0).collect();
+    let x = d.path().join("a.npy");
+    write_npy(&x, &[s, s], &a);
+    let t = d.path().join("t.json");
+    std::fs::write(&t, serde_json::to_string(&toks).unwrap()).unwrap();
+    let tex = d.path().join("t.tex");
+    let o = run(&[
+        "plot",
+        "--attn",
+        x.to_str().unwrap(),
+        "--tokens",
+        t.to_str().unwrap(),
+        "--text",
+        "-o",
+        tex.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc = std::fs::read_to_string(&tex).unwrap();
+    for want in [
+        r"\strut \#}",
+        r"\strut \%}",
+        r"\strut \&}",
+        r"\strut \_}",
+        r"\strut \textasciicircum{}}",
+        r"\strut \{}",
+        r"\strut \}}",
+        r"\strut \textbackslash{}}",
+        r"\strut \textasciitilde{}}",
+        r"\strut \$}",
+        r"{\strut play}\colorbox",
+    ] {
+        assert!(doc.contains(want), "missing {want} in {doc}");
+    }
+    assert_eq!(doc.matches(r"\colorbox").count(), s);
+    // Column k receives s·(k+1) in total: the last token gets the full colour, the first none.
+    assert!(doc.contains(r"\colorbox{red!0.0}{\strut \#}"), "{doc}");
+    assert!(doc.contains(r"\colorbox{red!100.0}{\strut ing}"), "{doc}");
+    // An image extension with --text is a usage error.
+    let o = run(&[
+        "plot",
+        "--attn",
+        x.to_str().unwrap(),
+        "--text",
+        "-o",
+        d.path().join("t.png").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
 }

@@ -15,6 +15,10 @@ use topk_frames::{received_frame, Normalize, ReceivedOptions, Reduce, TopkFrames
 use crate::cli::*;
 use crate::CliError;
 
+mod cluster;
+mod melt;
+mod plot;
+
 pub fn run(cli: Cli) -> Result<(), CliError> {
     if let Some(n) = cli.threads {
         rayon::ThreadPoolBuilder::new()
@@ -30,6 +34,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Dense(a) => dense(&a, show_progress),
         Command::Similarity(a) => similarity(&a),
         Command::Compare(a) => compare(&a),
+        Command::Melt(a) => melt::melt(&a, show_progress),
+        Command::Cluster(a) => cluster::cluster(&a),
+        Command::Plot(a) => plot::plot(&a),
     }
 }
 
@@ -113,7 +120,7 @@ fn describe(s: &ingest::TensorSummary) -> String {
     out
 }
 
-fn source_options(a: &InputArgs) -> SourceOptions {
+pub(crate) fn source_options(a: &InputArgs) -> SourceOptions {
     SourceOptions {
         attn: a.attn.clone(),
         attn_key: a.attn_key.clone(),
@@ -136,12 +143,12 @@ fn source_options(a: &InputArgs) -> SourceOptions {
 }
 
 /// The opened input: a dense tensor, or Longformer's sliding-window and global tensors.
-enum Input {
+pub(crate) enum Input {
     Dense(AttentionSource),
     Longformer(SlidingWindowAttention),
 }
 
-fn open_input(a: &InputArgs) -> Result<Input, CliError> {
+pub(crate) fn open_input(a: &InputArgs) -> Result<Input, CliError> {
     let opts = source_options(a);
     Ok(match &a.global_attn {
         None => Input::Dense(AttentionSource::open(&opts)?),
@@ -154,7 +161,7 @@ fn open_input(a: &InputArgs) -> Result<Input, CliError> {
 }
 
 impl Input {
-    fn shapes(&self) -> Value {
+    pub(crate) fn shapes(&self) -> Value {
         match self {
             Input::Dense(s) => json!({
                 "attn": s.tensor.shape, "layout": s.layout.letters(), "dtype": s.tensor.element.name(),
@@ -167,7 +174,7 @@ impl Input {
     }
 }
 
-fn token_dictionary(src: &impl RowSource) -> Result<Option<TokenDictionary>, CliError> {
+pub(crate) fn token_dictionary(src: &impl RowSource) -> Result<Option<TokenDictionary>, CliError> {
     let Some(t) = src.tokens() else {
         return Ok(None);
     };
@@ -175,13 +182,13 @@ fn token_dictionary(src: &impl RowSource) -> Result<Option<TokenDictionary>, Cli
     Ok(Some(TokenDictionary::new(rows)?))
 }
 
-fn path_str(p: &Option<std::path::PathBuf>) -> Value {
+pub(crate) fn path_str(p: &Option<std::path::PathBuf>) -> Value {
     p.as_ref()
         .map_or(Value::Null, |p| Value::String(p.display().to_string()))
 }
 
 /// The `attnframes` metadata: command, inputs, shapes, options, version.
-fn metadata(command: &str, a: &InputArgs, input: &Input, options: Value) -> String {
+pub(crate) fn metadata(command: &str, a: &InputArgs, input: &Input, options: Value) -> String {
     let inputs = json!({
         "attn": a.attn.display().to_string(),
         "attn_key": a.attn_key,
@@ -205,12 +212,12 @@ fn metadata(command: &str, a: &InputArgs, input: &Input, options: Value) -> Stri
 
 /// Creates the sink first, so that output problems (a missing directory, `-o -` without
 /// `--format`) are reported before any input is read.
-fn open_sink(o: &OutputArgs) -> Result<FrameSink, CliError> {
+pub(crate) fn open_sink(o: &OutputArgs) -> Result<FrameSink, CliError> {
     open_sink_at(&o.output, o)
 }
 
 /// A sink at `output` with the format options of `o`.
-fn open_sink_at(output: &str, o: &OutputArgs) -> Result<FrameSink, CliError> {
+pub(crate) fn open_sink_at(output: &str, o: &OutputArgs) -> Result<FrameSink, CliError> {
     let format = o.format.map(|f| match f {
         FormatArg::Parquet => "parquet",
         FormatArg::Csv => "csv",
@@ -232,7 +239,7 @@ fn open_sink_at(output: &str, o: &OutputArgs) -> Result<FrameSink, CliError> {
     )?)
 }
 
-fn selection_options(a: &InputArgs) -> Value {
+pub(crate) fn selection_options(a: &InputArgs) -> Value {
     json!({"layers": a.layers, "heads": a.heads, "batch": a.batch, "layout": a.layout, "allow_nan": a.allow_nan})
 }
 
@@ -397,7 +404,7 @@ fn similarity_on(
     Ok(())
 }
 
-fn channel_list(spec: &str) -> Vec<String> {
+pub(crate) fn channel_list(spec: &str) -> Vec<String> {
     spec.split(',')
         .map(str::trim)
         .filter(|c| !c.is_empty())
@@ -471,10 +478,9 @@ fn compare(a: &CompareArgs) -> Result<(), CliError> {
                 .ok_or_else(|| CliError::usage("no head to plot"))?,
         };
         let (ma, mb) = similarity::head_matrices(&run_a, &run_b, id, &blocks)?;
-        let png = similarity::comparison_png(&ma, &mb, seq, a.block, a.vmax)
-            .map_err(similarity::SimilarityError::from)?;
+        let bytes = compare_figure(a, ma, mb, seq, &channels_a, id)?;
         let mut out = AtomicOutput::create(path)?;
-        out.write_all(&png)
+        out.write_all(&bytes)
             .map_err(|e| CliError::from(out.error(e)))?;
         out.commit()?;
     }
@@ -496,7 +502,54 @@ fn compare(a: &CompareArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn progress_bar(show: bool, total: u64, unit: &str) -> ProgressBar {
+/// A, B in A's channel order (one colour scale, top `--vmax`), and A − B (diverging).
+fn compare_figure(
+    a: &CompareArgs,
+    ma: Vec<f32>,
+    mb: Vec<f32>,
+    n: usize,
+    channels: &[String],
+    id: ingest::SlabId,
+) -> Result<Vec<u8>, CliError> {
+    let path = a.plot.as_deref().unwrap_or_default();
+    let format = figures::ImageFormat::from_path(path)
+        .ok_or_else(|| CliError::usage(format!("--plot {path}: expected .png or .svg")))?;
+    let diff: Vec<f32> = ma.iter().zip(&mb).map(|(x, y)| x - y).collect();
+    let panel = |title: &str, values: Vec<f32>, colormap, symmetric| figures::Panel {
+        title: format!(
+            "{title} (layer {}, head {}, batch {})",
+            id.layer, id.head, id.batch
+        ),
+        matrix: figures::Matrix {
+            rows: n,
+            cols: n,
+            values,
+        },
+        row_labels: Vec::new(),
+        col_labels: Vec::new(),
+        colormap,
+        symmetric,
+    };
+    let cmap = plot::colormap(a.colormap);
+    let panels = [
+        panel("run A", ma, cmap, false),
+        panel("run B", mb, cmap, false),
+        panel("A − B", diff, figures::Colormap::RdBu, true),
+    ];
+    let opts = figures::FigureOptions {
+        columns: 3,
+        shared_scale: true,
+        vmax: a.vmax,
+        blocks: Some(figures::Blocks {
+            names: channels.to_vec(),
+            size: a.block,
+        }),
+        ..Default::default()
+    };
+    Ok(figures::render(&panels, &opts, format)?)
+}
+
+pub(crate) fn progress_bar(show: bool, total: u64, unit: &str) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }

@@ -154,3 +154,94 @@ def test_similarity_against_numpy_and_scipy(tmp_path):
     for (b, scope), g in o.groupby(["batch", "scope"]):
         both = g[g.membership == "both"]
         assert (both.attention_norm > 0).all() and (both.attribution_norm > 0).all()
+
+
+# --------------------------------------------------------------------------------------------
+# melt, cluster, plot
+# --------------------------------------------------------------------------------------------
+
+def test_melt_pivots_back_to_the_tensor(tmp_path):
+    out = tmp_path / "long.parquet"
+    axes = ["layer", "batch", "head", "query_position", "position"]
+    run("melt", "--attn", FIX / "attentions.npy", "--axes", ",".join(axes),
+        "--tokens", FIX / "tokens.json", "-o", out)
+    t = pq.read_table(out)
+    assert t.schema.field("layer").type == pa.uint16() and t.schema.field("position").type == pa.uint32()
+    assert t.schema.field("value").type == pa.float32()
+    df = t.to_pandas()
+    back = np.zeros(A.shape, dtype=A.dtype)
+    back[tuple(df[a].to_numpy().astype(np.int64) for a in axes)] = df["value"].to_numpy()
+    assert np.array_equal(back, A)                      # exact, not close
+    first = df[(df.batch == 1)].iloc[:A.shape[-1]]          # layer 0, head 0, query 0
+    assert list(first.token) == (TOKENS[1] if isinstance(TOKENS[0], list) else TOKENS)
+    # DuckDB can pivot it back too: one row per (layer, batch, head, query_position).
+    n = duckdb.sql(f"SELECT count(*) FROM (SELECT layer, batch, head, query_position, list(value ORDER BY position) "
+                   f"FROM '{out}' GROUP BY ALL)").fetchall()[0][0]
+    assert n == np.prod(A.shape[:4])
+
+
+def test_cluster_silhouette_matches_scikit_learn(tmp_path):
+    from sklearn.metrics import silhouette_score
+    labels, scores = tmp_path / "l.parquet", tmp_path / "s.parquet"
+    run("cluster", "--attn", FIX / "attentions.npy", "--attention-mask", FIX / "attention_mask.npy",
+        "--layer", 3, "--head", 5, "--batch", 1, "--rows", "odd", "--k-range", "2-4", "-o", labels, "--scores", scores)
+    lab = pq.read_table(labels).to_pandas()
+    sc = pq.read_table(scores).to_pandas()
+    valid = np.flatnonzero(MASK[1])
+    odd = valid[valid % 2 == 1]
+    assert list(lab.query_position) == list(odd)
+    X = A[3, 1, 5][np.ix_(odd, valid)].astype(np.float64)
+    chosen = sc[sc.chosen].iloc[0]
+    assert lab.cluster.nunique() == chosen.k
+    assert abs(silhouette_score(X, lab.cluster) - chosen.silhouette) < 1e-9
+    assert chosen.silhouette == sc.silhouette.max()
+
+
+def test_plot_svg_is_well_formed_with_one_cell_per_entry(tmp_path):
+    import xml.etree.ElementTree as ET
+    out = tmp_path / "h.svg"
+    run("plot", "--attn", FIX / "attentions.npy", "--layer", 1, "--head", 2, "--batch", 0,
+        "--tokens", FIX / "tokens.json", "-o", out)
+    root = ET.parse(out).getroot()
+    assert root.tag.endswith("svg")
+    rects = [r for r in root.iter() if r.tag.endswith("rect")]
+    S = A.shape[-1]
+    assert len(rects) >= S * S                          # heat cells (+ background and colour bar)
+    texts = "".join(t.text or "" for t in root.iter() if t.tag.endswith("text"))
+    assert "layer 1, head 2" in texts
+
+
+def chromium():
+    for name in ("chromium", "chromium-browser"):
+        for d in os.environ.get("PATH", "").split(os.pathsep):
+            if os.access(os.path.join(d, name), os.X_OK):
+                return os.path.join(d, name)
+    pytest.fail("chromium is not installed (scripts/test.sh installs Debian's package)")
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def test_plot_text_html_renders_in_chromium(tmp_path):
+    from PIL import Image
+    out = tmp_path / "text.html"
+    run("plot", "--attn", FIX / "attentions.npy", "--tokens", FIX / "tokens.json",
+        "--attention-mask", FIX / "attention_mask.npy", "--text", "--batch", 0, "-o", out)
+    browser = chromium()
+    shot = tmp_path / "shot.png"
+    flags = CHROMIUM_FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1000,600", out.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    img = np.asarray(Image.open(shot).convert("RGB"))
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50, "screenshot is blank"
+    reddish = (img[..., 0] > 200) & (img[..., 1] < 150) & (img[..., 2] < 150)
+    assert reddish.sum() > 100, "no highlighted token visible"
+    dom = subprocess.run([browser, *flags, "--dump-dom", out.as_uri()],
+                         capture_output=True, timeout=120, check=True).stdout.decode()
+    import html as htmllib
+    import re
+    shown = [htmllib.unescape(s) for s in re.findall(r'<span class="tok"[^>]*>(.*?)</span>', dom)]
+    toks = TOKENS[0] if isinstance(TOKENS[0], list) else TOKENS
+    want = [t[2:] if t.startswith("##") else t for t, m in zip(toks, MASK[0]) if m]
+    assert shown == want

@@ -49,6 +49,16 @@ pub trait RowSource: Sync {
         f: impl FnMut(usize, u32, &[f32]),
     ) -> Result<()>;
 
+    /// Slab `s` as a matrix over its valid queries × valid keys, row-major.
+    fn valid_matrix(&self, s: SlabId, buf: &mut SlabBuffer) -> Result<Vec<f32>> {
+        let keys = self.valid_keys(s.batch);
+        let mut out = Vec::with_capacity(self.valid_queries(s.batch).len() * keys.len());
+        self.for_each_query_row(s, buf, |_, _, row| {
+            out.extend(keys.iter().map(|&k| row[k as usize]))
+        })?;
+        Ok(out)
+    }
+
     /// The attention each valid key of slab `s` receives: the sum over the valid queries, in
     /// f64, one value per entry of `valid_keys`.
     fn received(&self, s: SlabId, buf: &mut SlabBuffer) -> Result<Vec<f64>> {

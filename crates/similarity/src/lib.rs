@@ -42,7 +42,7 @@ use polars::prelude::*;
 use rayon::prelude::*;
 
 pub use metrics::{compare, Comparison, METRICS};
-pub use plot::{comparison_png, head_matrices};
+pub use plot::head_matrices;
 pub use runs::{compare_runs, ChannelBlocks, RunComparison};
 
 /// Errors: bad input, or a frame that could not be built.
@@ -52,8 +52,6 @@ pub enum SimilarityError {
     Ingest(#[from] IngestError),
     #[error("building a frame: {0}")]
     Polars(#[from] PolarsError),
-    #[error("encoding the picture: {0}")]
-    Png(#[from] png::EncodingError),
 }
 
 pub type Result<T, E = SimilarityError> = std::result::Result<T, E>;
