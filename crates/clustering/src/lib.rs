@@ -12,8 +12,12 @@
 //!   on ties.
 //! - [`silhouette`]: scikit-learn's `silhouette_score` (a sample alone in its cluster scores
 //!   0), from one pairwise-distance matrix shared by every k.
-//! - [`label_frame`], [`score_frame`]: the outputs, `batch, layer, head, query_position,
-//!   query_token, cluster` and `k, silhouette, inertia, chosen`.
+//! - [`svm_coefficients`]: which input [`Features`] separate the clusters — one-vs-rest
+//!   linear SVMs (linfa-svm, hinge loss, L2 penalty `C`) from each row's features to its
+//!   cluster, with coefficients, intercept and training accuracy.
+//! - [`label_frame`], [`score_frame`], [`coefficient_frame`]: the outputs, `batch, layer,
+//!   head, rows, query_position, query_token, cluster`; `rows, k, silhouette, inertia,
+//!   chosen`; `batch, layer, head, rows, cluster, feature, coef, intercept, accuracy`.
 //!
 //! ```no_run
 //! use clustering::{cluster_head, ClusterOptions, HeadRows, RowSet};
@@ -28,9 +32,13 @@
 
 mod kmeans;
 mod rows;
+mod svm;
 
 pub use kmeans::{cluster_head, silhouette, ClusterOptions, Clustering, KScore};
-pub use rows::{label_frame, score_frame, HeadRows, RowSet};
+pub use rows::{
+    coefficient_frame, label_frame, parity_quadrants, score_frame, HeadRows, Quadrant, RowSet,
+};
+pub use svm::{svm_coefficients, ClusterCoefficients, Features};
 
 /// What can go wrong while clustering.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +52,8 @@ pub enum ClusterError {
     Input { path: String, reason: String },
     #[error("KMeans failed: {0}")]
     KMeans(String),
+    #[error("the linear SVM failed: {0}")]
+    Svm(String),
 }
 
 pub type Result<T, E = ClusterError> = std::result::Result<T, E>;

@@ -11,6 +11,9 @@
 //!   optional channel blocks ([`Blocks`]: divider lines and block names, the EEG look).
 //!   A matrix larger than the pixel grid is max-pooled to it ([`Matrix::max_pool`]), so a
 //!   2,048 × 2,048 head renders in well under a second and a single hot cell stays visible.
+//! - [`ClusterFigure`] + [`render_cluster_figure`]: the clustering composite — silhouette
+//!   against k per row set, the four even/odd attention quadrants in cluster order, and strips
+//!   of cluster labels and feature signs per row.
 //! - [`Colormap`]: viridis (default), nipy_spectral, Purples, RdBu (differences).
 //! - [`text_heatmap_html`], [`text_heatmap_latex`]: tokens coloured by weight.
 //!
@@ -31,10 +34,12 @@
 //! ```
 
 mod colormap;
+mod composite;
 mod heatmap;
 mod text;
 
 pub use colormap::Colormap;
+pub use composite::{render_cluster_figure, ClusterFigure, RowStrip, SilhouetteCurve};
 pub use heatmap::{render, Blocks, FigureOptions, ImageFormat, Matrix, Panel};
 pub use text::{latex_escape, text_heatmap_html, text_heatmap_latex};
 
