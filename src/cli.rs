@@ -238,18 +238,14 @@ pub struct CompareArgs {
     /// Draw A, B reordered and A − B of one head (.png or .svg), with channel dividers and names.
     #[arg(long)]
     pub plot: Option<String>,
-    /// Colour map of A and B in --plot.
-    #[arg(long, value_enum, default_value = "viridis")]
-    pub colormap: ColormapArg,
     /// Layer of the plotted head (default: the head with the lowest cosine).
     #[arg(long, requires = "head")]
     pub layer: Option<u16>,
     /// Head of the plotted head.
     #[arg(long, requires = "layer")]
     pub head: Option<u16>,
-    /// Top of the colour scale of A and B (e.g. 0.05 to make plots of several runs comparable).
-    #[arg(long)]
-    pub vmax: Option<f32>,
+    #[command(flatten)]
+    pub figure: FigureArgs,
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +271,8 @@ pub enum RowsArg {
     All,
     Even,
     Odd,
+    /// Even and odd separately, in one call.
+    Both,
 }
 
 #[derive(Debug, Args)]
@@ -293,7 +291,8 @@ pub struct ClusterArgs {
     /// Values of k to try, e.g. 2-9 (2 ≤ k < number of rows).
     #[arg(long, default_value = "2-9")]
     pub k_range: String,
-    /// Query rows: every valid row, or the even / odd query positions only.
+    /// Query rows: every valid row, the even or odd query positions, or both (even and odd
+    /// clustered separately; every output has a `rows` column).
     #[arg(long, value_enum, default_value = "all")]
     pub rows: RowsArg,
     /// Also write k, silhouette, inertia and chosen for every k.
@@ -305,6 +304,44 @@ pub struct ClusterArgs {
     /// KMeans restarts per k (the lowest inertia is kept).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub n_init: u64,
+    /// Input features per query position: (S, F) or (B, S, F) .npy.
+    #[arg(long)]
+    pub features: Option<PathBuf>,
+    /// Write the one-vs-rest linear SVM from features to clusters: coefficients, intercept, accuracy.
+    #[arg(long, requires = "features")]
+    pub coefs: Option<String>,
+    /// Penalty C of the linear SVM (L2 regularisation, hinge loss).
+    #[arg(long, default_value_t = 1.0)]
+    pub svm_c: f64,
+    /// Composite figure (.png or .svg): silhouette against k, the even/odd quadrants in cluster
+    /// order, cluster and feature strips.
+    #[arg(long)]
+    pub plot: Option<String>,
+    #[command(flatten)]
+    pub figure: FigureArgs,
+}
+
+/// Options every figure takes.
+#[derive(Debug, Clone, Args)]
+pub struct FigureArgs {
+    /// Colour map (default: viridis; purples for the cluster composite).
+    #[arg(long, value_enum)]
+    pub colormap: Option<ColormapArg>,
+    /// Bottom of the colour scale.
+    #[arg(long)]
+    pub vmin: Option<f32>,
+    /// Top of the colour scale (e.g. 0.05 to make figures of several runs comparable).
+    #[arg(long)]
+    pub vmax: Option<f32>,
+    /// Write each cell's value in it (small matrices).
+    #[arg(long)]
+    pub annotate: bool,
+    /// Resolution: pixel sizes and fonts scale with dpi / 100.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(25..=600))]
+    pub dpi: u32,
+    /// Image size in pixels, e.g. 1600x900 (the layout is fitted into it).
+    #[arg(long)]
+    pub size: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -333,18 +370,8 @@ pub struct PlotArgs {
     /// One colour scale for every panel of a grid.
     #[arg(long)]
     pub shared_scale: bool,
-    /// Write each cell's value in it (small matrices).
-    #[arg(long)]
-    pub annotate: bool,
-    /// Colour map.
-    #[arg(long, value_enum, default_value = "viridis")]
-    pub colormap: ColormapArg,
-    /// Bottom of the colour scale.
-    #[arg(long)]
-    pub vmin: Option<f32>,
-    /// Top of the colour scale (e.g. 0.05 to make figures of several runs comparable).
-    #[arg(long)]
-    pub vmax: Option<f32>,
+    #[command(flatten)]
+    pub figure: FigureArgs,
     /// Channel names in token order, e.g. "SP1,SP2,TO1": dividers and names instead of tokens.
     #[arg(long, requires = "block")]
     pub channels: Option<String>,
@@ -352,6 +379,6 @@ pub struct PlotArgs {
     #[arg(long, requires = "channels")]
     pub block: Option<usize>,
     /// Token text heatmap: each token coloured by the attention it receives (.html or .tex).
-    #[arg(long, conflicts_with_all = ["grid", "annotate", "channels"])]
+    #[arg(long, conflicts_with_all = ["grid", "channels"])]
     pub text: bool,
 }

@@ -1442,11 +1442,11 @@ fn cluster_is_the_same_for_any_thread_count_and_recovers_planted_rows() {
             std::fs::read(&scores).unwrap(),
         ));
         let (header, rows) = read_csv(&scores);
-        assert_eq!(header, ["k", "silhouette", "inertia", "chosen"]);
+        assert_eq!(header, ["rows", "k", "silhouette", "inertia", "chosen"]);
         let chosen: Vec<&str> = rows
             .iter()
-            .filter(|r| r[3] == "true")
-            .map(|r| r[0].as_str())
+            .filter(|r| r[4] == "true")
+            .map(|r| r[1].as_str())
             .collect();
         assert_eq!(chosen, ["3"]);
     }
@@ -1479,15 +1479,16 @@ fn cluster_is_the_same_for_any_thread_count_and_recovers_planted_rows() {
             "batch",
             "layer",
             "head",
+            "rows",
             "query_position",
             "query_token",
             "cluster"
         ]
     );
-    let positions: Vec<String> = rows.iter().map(|r| r[3].clone()).collect();
+    let positions: Vec<String> = rows.iter().map(|r| r[4].clone()).collect();
     assert_eq!(positions, ["0", "2", "4", "6", "8", "10"]);
     // Even rows: groups 0, 2, 0, 2, 1, 2 → first-appearance labels 0, 1, 0, 1, 2, 1.
-    let labels: Vec<String> = rows.iter().map(|r| r[5].clone()).collect();
+    let labels: Vec<String> = rows.iter().map(|r| r[6].clone()).collect();
     assert_eq!(labels, ["0", "1", "0", "1", "2", "1"]);
     // k must stay below the number of rows.
     let o = run(&[
@@ -1685,4 +1686,161 @@ fn plot_text_latex_escapes_every_special_character() {
         d.path().join("t.png").to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+fn planted(file: &str) -> Vec<i64> {
+    let bytes = std::fs::read(fixture(&format!("cluster_features/{file}"))).unwrap();
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize + 10;
+    bytes[header_len..]
+        .chunks(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn cluster_features(rows: &str, dir: &Path, extra: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
+    let (l, s, c) = (
+        dir.join(format!("l_{rows}.csv")),
+        dir.join(format!("s_{rows}.csv")),
+        dir.join(format!("c_{rows}.csv")),
+    );
+    let mut args = vec![
+        "cluster",
+        "--attn",
+        "",
+        "--layer",
+        "0",
+        "--head",
+        "0",
+        "--rows",
+        rows,
+        "--k-range",
+        "2-6",
+        "--features",
+        "",
+        "-o",
+        l.to_str().unwrap(),
+        "--scores",
+        s.to_str().unwrap(),
+        "--coefs",
+        c.to_str().unwrap(),
+    ];
+    let (attn, feats) = (
+        fixture("cluster_features/attentions.npy"),
+        fixture("cluster_features/features.npy"),
+    );
+    args[2] = attn.to_str().unwrap();
+    args[12] = feats.to_str().unwrap();
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    (l, s, c)
+}
+
+#[test]
+fn cluster_svm_recovers_the_planted_features() {
+    let d = tempfile::tempdir().unwrap();
+    let (l, _, c) = cluster_features("both", d.path(), &[]);
+    let (_, labels) = read_csv(&l);
+    let (header, coefs) = read_csv(&c);
+    assert_eq!(
+        header,
+        [
+            "batch",
+            "layer",
+            "head",
+            "rows",
+            "cluster",
+            "feature",
+            "coef",
+            "intercept",
+            "accuracy"
+        ]
+    );
+    // Planted: even rows by x0 − x1 > 0, odd rows by x2 + x3 > 0.
+    for (rows, file, signs) in [
+        ("even", "planted_even.npy", [1.0, -1.0]),
+        ("odd", "planted_odd.npy", [1.0, 1.0]),
+    ] {
+        let planted = planted(file);
+        let ours: Vec<(usize, u32)> = labels
+            .iter()
+            .filter(|r| r[3] == rows)
+            .map(|r| (r[4].parse().unwrap(), r[6].parse().unwrap()))
+            .collect();
+        // Cluster 1 (the SVM's positive class) is planted class 1 or 0: the signs follow.
+        let flip = if planted[ours.iter().find(|(_, c)| *c == 1).unwrap().0] == 1 {
+            1.0
+        } else {
+            -1.0
+        };
+        for &(p, c) in &ours {
+            assert_eq!(
+                (planted[p] == 1) == (c == 1),
+                flip > 0.0,
+                "row {p}: labels are not the planted partition"
+            );
+        }
+        let vec: Vec<&Vec<String>> = coefs.iter().filter(|r| r[3] == rows).collect();
+        assert_eq!(vec.len(), 4, "one classifier of four features for k = 2");
+        assert!(
+            vec.iter()
+                .all(|r| r[4] == "1" && r[8].parse::<f64>().unwrap() == 1.0),
+            "{vec:?}"
+        );
+        let planted_features = if rows == "even" { [0, 1] } else { [2, 3] };
+        for (f, sign) in planted_features.iter().zip(signs) {
+            let coef: f64 = vec[*f][6].parse().unwrap();
+            assert!(coef * sign * flip > 0.3, "{rows} feature {f}: coef {coef}");
+        }
+    }
+    // --rows both is the two separate runs, row for row.
+    let mut separate = Vec::new();
+    for rows in ["even", "odd"] {
+        let (l, s, c) = cluster_features(rows, d.path(), &[]);
+        separate.push([read_csv(&l).1, read_csv(&s).1, read_csv(&c).1]);
+    }
+    let s = read_csv(&d.path().join("s_both.csv")).1;
+    assert_eq!(
+        labels,
+        [separate[0][0].clone(), separate[1][0].clone()].concat()
+    );
+    assert_eq!(s, [separate[0][1].clone(), separate[1][1].clone()].concat());
+    assert_eq!(
+        coefs,
+        [separate[0][2].clone(), separate[1][2].clone()].concat()
+    );
+}
+
+#[test]
+fn cluster_composite_has_its_panels() {
+    let d = tempfile::tempdir().unwrap();
+    let png = d.path().join("c.png");
+    cluster_features("both", d.path(), &["--plot", png.to_str().unwrap()]);
+    let (w, h, px) = decode_png(&png);
+    let colours: std::collections::HashSet<[u8; 3]> = px.iter().copied().collect();
+    assert!(colours.len() > 20, "{} colours", colours.len());
+    // Right of the silhouette chart: two quadrants across (24 even and 24 odd keys in 220 px),
+    // and two down (24 even and 24 odd queries).
+    let right = |y: usize| px[y * w + w / 3..(y + 1) * w].iter().copied();
+    let top = (0..h)
+        .find(|&y| !long_runs(right(y), 150).is_empty())
+        .unwrap();
+    assert_eq!(long_runs(right(top + 10), 150), vec![220, 220]);
+    let x = (w / 3..w)
+        .find(|&x| px[(top + 10) * w + x] != [255, 255, 255])
+        .unwrap()
+        + 10;
+    assert_eq!(
+        long_runs((0..h).map(|y| px[y * w + x]), 150),
+        vec![220, 220]
+    );
+    // --size fits the same figure into the pixels asked for.
+    let sized = d.path().join("s.png");
+    cluster_features(
+        "both",
+        d.path(),
+        &["--plot", sized.to_str().unwrap(), "--size", "800x450"],
+    );
+    let (w, h, _) = decode_png(&sized);
+    assert_eq!((w, h), (800, 450));
 }

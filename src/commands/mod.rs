@@ -530,7 +530,7 @@ fn compare_figure(
         colormap,
         symmetric,
     };
-    let cmap = plot::colormap(a.colormap);
+    let cmap = plot::colormap(a.figure.colormap.unwrap_or(ColormapArg::Viridis));
     let panels = [
         panel("run A", ma, cmap, false),
         panel("run B", mb, cmap, false),
@@ -539,12 +539,11 @@ fn compare_figure(
     let opts = figures::FigureOptions {
         columns: 3,
         shared_scale: true,
-        vmax: a.vmax,
         blocks: Some(figures::Blocks {
             names: channels.to_vec(),
             size: a.block,
         }),
-        ..Default::default()
+        ..plot::figure_options(&a.figure)?
     };
     Ok(figures::render(&panels, &opts, format)?)
 }

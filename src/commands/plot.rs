@@ -9,7 +9,7 @@ use polars::prelude::DataFrame;
 use topk_frames::{received_frame, Normalize, ReceivedOptions, Reduce};
 
 use super::{channel_list, open_input, Input};
-use crate::cli::{ColormapArg, InputArgs, PlotArgs};
+use crate::cli::{ColormapArg, FigureArgs, InputArgs, PlotArgs};
 use crate::CliError;
 
 enum Output {
@@ -74,6 +74,37 @@ fn first_of(selection: Option<&str>) -> String {
         .unwrap_or_else(|| "0".into())
 }
 
+/// The figure options every picture takes: scale ends, cell values, resolution, size.
+pub(crate) fn figure_options(f: &FigureArgs) -> Result<FigureOptions, CliError> {
+    let size = f.size.as_deref().map(parse_size).transpose()?;
+    Ok(FigureOptions {
+        annotate: f.annotate,
+        vmin: f.vmin,
+        vmax: f.vmax,
+        dpi: f.dpi,
+        size,
+        ..Default::default()
+    })
+}
+
+/// `WxH` in pixels.
+fn parse_size(spec: &str) -> Result<(u32, u32), CliError> {
+    let bad = || {
+        CliError::usage(format!(
+            "--size {spec}: expected WIDTHxHEIGHT in pixels, e.g. 1600x900"
+        ))
+    };
+    let (w, h) = spec.split_once(['x', 'X']).ok_or_else(bad)?;
+    let (w, h): (u32, u32) = (
+        w.trim().parse().map_err(|_| bad())?,
+        h.trim().parse().map_err(|_| bad())?,
+    );
+    if !(16..=20_000).contains(&w) || !(16..=20_000).contains(&h) {
+        return Err(bad());
+    }
+    Ok((w, h))
+}
+
 pub(crate) fn colormap(c: ColormapArg) -> Colormap {
     match c {
         ColormapArg::Viridis => Colormap::Viridis,
@@ -113,7 +144,7 @@ fn heatmap(a: &PlotArgs, src: &impl RowSource, format: ImageFormat) -> Result<Ve
             },
             row_labels: labels(src, id.batch, queries),
             col_labels: labels(src, id.batch, keys),
-            colormap: colormap(a.colormap),
+            colormap: colormap(a.figure.colormap.unwrap_or(ColormapArg::Viridis)),
             symmetric: false,
         });
     }
@@ -138,11 +169,8 @@ fn heatmap(a: &PlotArgs, src: &impl RowSource, format: ImageFormat) -> Result<Ve
     let opts = FigureOptions {
         columns: heads.len(),
         shared_scale: a.shared_scale,
-        annotate: a.annotate,
         blocks,
-        vmin: a.vmin,
-        vmax: a.vmax,
-        panel_px: None,
+        ..figure_options(&a.figure)?
     };
     Ok(figures::render(&panels, &opts, format)?)
 }

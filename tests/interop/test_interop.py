@@ -245,3 +245,27 @@ def test_plot_text_html_renders_in_chromium(tmp_path):
     toks = TOKENS[0] if isinstance(TOKENS[0], list) else TOKENS
     want = [t[2:] if t.startswith("##") else t for t, m in zip(toks, MASK[0]) if m]
     assert shown == want
+
+
+def test_cluster_svm_against_scikit_learn_linear_svc(tmp_path):
+    from sklearn.svm import SVC, LinearSVC
+    cf = ROOT / "tests" / "fixtures" / "cluster_features"
+    X = np.load(cf / "features.npy")
+    labels, coefs = tmp_path / "l.parquet", tmp_path / "c.parquet"
+    run("cluster", "--attn", cf / "attentions.npy", "--layer", 0, "--head", 0, "--rows", "both",
+        "--k-range", "2-6", "--features", cf / "features.npy", "-o", labels, "--coefs", coefs)
+    lab, co = pq.read_table(labels).to_pandas(), pq.read_table(coefs).to_pandas()
+    for rows in ("even", "odd"):
+        l, c = lab[lab.rows == rows], co[co.rows == rows]
+        x, y = X[l.query_position.to_numpy()], l.cluster.to_numpy()
+        w, b = c.coef.to_numpy(), c.intercept.iloc[0]
+        ours = (x @ w + b >= 0).astype(int)
+        assert (ours == y).all() and (c.accuracy == 1.0).all()
+        for model in (LinearSVC(C=1.0), LinearSVC(C=1.0, loss="hinge", max_iter=100_000)):
+            model.fit(x, y)
+            assert (model.predict(x) == ours).all()
+            assert np.corrcoef(w, model.coef_.ravel())[0, 1] > 0.99
+        # The same problem as libsvm's linear C-SVC: the same solution.
+        exact = SVC(kernel="linear", C=1.0).fit(x, y)
+        np.testing.assert_allclose(w, exact.coef_.ravel(), atol=2e-3)
+        np.testing.assert_allclose(b, exact.intercept_[0], atol=2e-3)
