@@ -6,6 +6,8 @@ bin="${CARGO_TARGET_DIR:-target}/release/attnframes"
 out=docs/figures
 ex=examples
 eeg=tests/fixtures/spacetime
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 
 "$bin" plot --attn $ex/attentions.npy --tokens $ex/tokens.json --attention-mask $ex/attention_mask.npy \
   --batch 0 --layer 5 --head 0 -o $out/heatmap.png
@@ -19,6 +21,9 @@ eeg=tests/fixtures/spacetime
   --batch 0 --text -o $out/text.html
 "$bin" plot --attn $ex/attentions.npy --tokens $ex/tokens.json --attention-mask $ex/attention_mask.npy \
   --batch 0 --text -o $out/text.tex
+"$bin" cluster --attn $ex/attentions.npy --tokens $ex/tokens.json --attention-mask $ex/attention_mask.npy \
+  --batch 2 --layer 2 --head 7 --rows both --k-range 2-5 --features $ex/features.npy \
+  -o "$tmp/labels.parquet" --scores "$tmp/scores.parquet" --coefs "$tmp/coefs.parquet" --plot $out/cluster.png
 # The HTML page as the browser shows it.
 profile=$(mktemp -d)
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
