@@ -51,7 +51,7 @@ pub use annotations::{mask_positions, Annotations};
 pub use dtype::{Dtype, Element};
 pub use error::{IngestError, Result};
 pub use inspect::{summarize, HeadRowSums, TensorSummary};
-pub use kernels::add_row_f64;
+pub use kernels::{add_row_f64, ln_f32};
 pub use layout::Layout;
 pub use row_source::RowSource;
 pub use selection::parse_selection;

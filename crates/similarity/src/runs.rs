@@ -89,7 +89,7 @@ impl ChannelBlocks {
 /// One (batch, layer, head) of both runs, B reordered, with its metrics and block means.
 struct SlabComparison {
     id: SlabId,
-    metrics: [f64; 4],
+    metrics: [f64; 8],
     blocks: [Vec<f64>; 2],
 }
 
@@ -164,6 +164,20 @@ struct Sums {
     bb: f64,
     abs_diff: f64,
     max_diff: f64,
+    /// Σ ½a·ln((a+ε)/(m+ε)) + ½b·ln((b+ε)/(m+ε)), m = (a+b)/2: the row's JSD terms.
+    jsd: f64,
+    max_a: f64,
+    max_b: f64,
+}
+
+/// Jain & Wallace's ε in the Jensen–Shannon divergence.
+const JSD_EPS: f32 = 1e-10;
+
+#[inline(always)]
+fn jsd_term(x: f32, y: f32) -> f32 {
+    let m = 0.5 * (x + y);
+    let lm = ingest::ln_f32(m + JSD_EPS);
+    0.5 * x * (ingest::ln_f32(x + JSD_EPS) - lm) + 0.5 * y * (ingest::ln_f32(y + JSD_EPS) - lm)
 }
 
 fn segment_sums(xa: &[f32], xb: &[f32]) -> Sums {
@@ -187,12 +201,15 @@ const LANES: usize = 8;
 
 #[inline(always)]
 fn segment_sums_portable(xa: &[f32], xb: &[f32]) -> Sums {
-    let mut lanes = [[0f64; LANES]; 7];
+    let mut lanes = [[0f64; LANES]; 10];
     let (ca, cb) = (xa.chunks_exact(LANES), xb.chunks_exact(LANES));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (ya, yb) in ca.zip(cb) {
         for i in 0..LANES {
+            lanes[7][i] += jsd_term(ya[i], yb[i]) as f64;
             let (x, y) = (ya[i] as f64, yb[i] as f64);
+            lanes[8][i] = lanes[8][i].max(x);
+            lanes[9][i] = lanes[9][i].max(y);
             let d = (x - y).abs();
             lanes[0][i] += x;
             lanes[1][i] += y;
@@ -204,7 +221,10 @@ fn segment_sums_portable(xa: &[f32], xb: &[f32]) -> Sums {
         }
     }
     for (&x, &y) in ra.iter().zip(rb) {
+        lanes[7][0] += jsd_term(x, y) as f64;
         let (x, y) = (x as f64, y as f64);
+        lanes[8][0] = lanes[8][0].max(x);
+        lanes[9][0] = lanes[9][0].max(y);
         let d = (x - y).abs();
         lanes[0][0] += x;
         lanes[1][0] += y;
@@ -223,6 +243,9 @@ fn segment_sums_portable(xa: &[f32], xb: &[f32]) -> Sums {
         bb: sum(&lanes[4]),
         abs_diff: sum(&lanes[5]),
         max_diff: lanes[6].iter().copied().fold(0.0, f64::max),
+        jsd: sum(&lanes[7]),
+        max_a: lanes[8].iter().copied().fold(0.0, f64::max),
+        max_b: lanes[9].iter().copied().fold(0.0, f64::max),
     }
 }
 
@@ -263,6 +286,9 @@ impl<'b> SlabAccumulator<'b> {
             t.bb += s.bb;
             t.abs_diff += s.abs_diff;
             t.max_diff = t.max_diff.max(s.max_diff);
+            t.jsd += s.jsd;
+            t.max_a = t.max_a.max(s.max_a);
+            t.max_b = t.max_b.max(s.max_b);
         }
     }
 
@@ -283,6 +309,10 @@ impl<'b> SlabAccumulator<'b> {
                 cov / (var_a.sqrt() * var_b.sqrt()),
                 t.abs_diff / len,
                 t.max_diff,
+                t.jsd / n as f64,
+                0.5 * t.abs_diff / n as f64,
+                t.max_a,
+                t.max_b,
             ],
             blocks: self.block_sums,
         }
@@ -291,7 +321,8 @@ impl<'b> SlabAccumulator<'b> {
 
 /// What [`compare_runs`] returns.
 pub struct RunComparison {
-    /// `batch, layer, head, cosine, pearson, mean_abs_diff, max_abs_diff`.
+    /// `batch, layer, head, cosine, pearson, mean_abs_diff, max_abs_diff, jsd_mean, tvd_mean,
+    /// max_attention_a, max_attention_b`.
     pub heads: DataFrame,
     /// `run, batch, layer, head, query_channel, key_channel, mean_attention`.
     pub blocks: DataFrame,
@@ -316,7 +347,7 @@ pub fn compare_runs(
         .min_by(|x, y| x.metrics[0].total_cmp(&y.metrics[0]))
         .map(|p| p.id);
     let n = parts.len();
-    let mut metric_cols: [Vec<f64>; 4] = Default::default();
+    let mut metric_cols: [Vec<f64>; 8] = Default::default();
     let c = blocks.channels.len();
     let mut blk = (
         Vec::new(),
@@ -343,7 +374,7 @@ pub fn compare_runs(
             }
         }
     }
-    let [cos, pear, mean_abs, max_abs] = metric_cols;
+    let [cos, pear, mean_abs, max_abs, jsd, tvd, max_a, max_b] = metric_cols;
     let comparison = DataFrame::new(
         n,
         vec![
@@ -357,6 +388,10 @@ pub fn compare_runs(
             Float64Chunked::from_vec("pearson".into(), pear).into_column(),
             Float64Chunked::from_vec("mean_abs_diff".into(), mean_abs).into_column(),
             Float64Chunked::from_vec("max_abs_diff".into(), max_abs).into_column(),
+            Float64Chunked::from_vec("jsd_mean".into(), jsd).into_column(),
+            Float64Chunked::from_vec("tvd_mean".into(), tvd).into_column(),
+            Float64Chunked::from_vec("max_attention_a".into(), max_a).into_column(),
+            Float64Chunked::from_vec("max_attention_b".into(), max_b).into_column(),
         ],
     )?;
     let m = blk.0.len();

@@ -1,0 +1,275 @@
+//! The chain of fused, residual-added, renormalised layers, advanced as slabs are asked for.
+
+use std::sync::Mutex;
+
+use ingest::{Annotations, Dims, RowSource, SlabBuffer, SlabId, Tokens};
+use ndarray::{s, Array2, Axis};
+use polars::prelude::*;
+use rayon::prelude::*;
+
+use crate::{Result, RolloutError};
+
+/// How the heads of a layer become one matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fuse {
+    Mean,
+    Max,
+    Min,
+}
+
+/// Rows per block of the parallel product: fixed, so the result does not depend on threads.
+const PRODUCT_ROWS: usize = 64;
+
+/// Where the chain stands: batch row, last layer multiplied in, and J over the valid positions.
+struct Chain {
+    batch: Option<u32>,
+    layer: Option<u16>,
+    joint: Array2<f64>,
+    fused: Array2<f64>,
+    product: Array2<f64>,
+    relevance: Vec<(SlabId, Vec<f64>)>,
+}
+
+/// Attention rollout of an attention row source, as a row source of J_l.
+pub struct RolloutSource<'a, S: RowSource> {
+    inner: &'a S,
+    fuse: Fuse,
+    slabs: Vec<SlabId>,
+    /// Every layer of the inner source, in order: the chain multiplies them all.
+    layers: Vec<u16>,
+    heads: Vec<u16>,
+    chain: Mutex<Chain>,
+}
+
+impl<'a, S: RowSource> RolloutSource<'a, S> {
+    /// Rollout of `inner` (all its selected layers and heads), written for the cumulative
+    /// layers in `write` (each must be one of the inner source's layers).
+    pub fn new(inner: &'a S, fuse: Fuse, write: &[u16]) -> Result<Self> {
+        let inner_slabs = inner.slabs();
+        let mut layers: Vec<u16> = inner_slabs.iter().map(|s| s.layer).collect();
+        layers.sort_unstable();
+        layers.dedup();
+        let mut heads: Vec<u16> = inner_slabs.iter().map(|s| s.head).collect();
+        heads.sort_unstable();
+        heads.dedup();
+        let mut batches: Vec<u32> = inner_slabs.iter().map(|s| s.batch).collect();
+        batches.dedup();
+        for b in &batches {
+            if inner.valid_queries(*b) != inner.valid_keys(*b) {
+                return Err(RolloutError::Input(
+                    "rollout needs square attention over the same valid positions".into(),
+                ));
+            }
+        }
+        let slabs = batches
+            .iter()
+            .flat_map(|&batch| {
+                layers
+                    .iter()
+                    .filter(|l| write.contains(l))
+                    .map(move |&layer| SlabId {
+                        batch,
+                        layer,
+                        head: 0,
+                    })
+            })
+            .collect();
+        Ok(RolloutSource {
+            inner,
+            fuse,
+            slabs,
+            layers,
+            heads,
+            chain: Mutex::new(Chain {
+                batch: None,
+                layer: None,
+                joint: Array2::zeros((0, 0)),
+                fused: Array2::zeros((0, 0)),
+                product: Array2::zeros((0, 0)),
+                relevance: Vec::new(),
+            }),
+        })
+    }
+
+    /// Brings the chain of batch row `b` to layer `target`, multiplying in every layer between.
+    fn advance(&self, chain: &mut Chain, b: u32, target: u16, buf: &mut SlabBuffer) -> Result<()> {
+        let n = self.inner.valid_keys(b).len();
+        if chain.batch != Some(b) || chain.layer.is_some_and(|l| l > target) {
+            chain.batch = Some(b);
+            chain.layer = None;
+            for m in [&mut chain.joint, &mut chain.fused, &mut chain.product] {
+                if m.dim() != (n, n) {
+                    *m = Array2::zeros((n, n));
+                }
+            }
+        }
+        for &layer in self.layers.iter().filter(|&&l| l <= target) {
+            if chain.layer.is_some_and(|done| done >= layer) {
+                continue;
+            }
+            self.fuse_layer(&mut chain.fused, b, layer, buf)?;
+            if chain.layer.is_none() {
+                chain.joint.assign(&chain.fused);
+            } else {
+                block_product(&chain.fused, &chain.joint, &mut chain.product);
+                std::mem::swap(&mut chain.joint, &mut chain.product);
+            }
+            chain.layer = Some(layer);
+        }
+        Ok(())
+    }
+
+    /// Â_l = rownorm(fuse(heads) + I) over the valid positions.
+    fn fuse_layer(
+        &self,
+        out: &mut Array2<f64>,
+        b: u32,
+        layer: u16,
+        buf: &mut SlabBuffer,
+    ) -> Result<()> {
+        let n = out.nrows();
+        out.fill(match self.fuse {
+            Fuse::Mean => 0.0,
+            Fuse::Max => f64::NEG_INFINITY,
+            Fuse::Min => f64::INFINITY,
+        });
+        for &head in &self.heads {
+            let m = self.inner.valid_matrix(
+                SlabId {
+                    batch: b,
+                    layer,
+                    head,
+                },
+                buf,
+            )?;
+            let flat = out.as_slice_mut().expect("standard layout");
+            for (o, &v) in flat.iter_mut().zip(&m) {
+                let v = v as f64;
+                *o = match self.fuse {
+                    Fuse::Mean => *o + v,
+                    Fuse::Max => o.max(v),
+                    Fuse::Min => o.min(v),
+                };
+            }
+        }
+        if self.fuse == Fuse::Mean {
+            let h = self.heads.len() as f64;
+            out.mapv_inplace(|v| v / h);
+        }
+        for (i, mut row) in out.axis_iter_mut(Axis(0)).enumerate() {
+            row[i] += 1.0;
+            let sum: f64 = row.sum();
+            row.mapv_inplace(|v| v / sum);
+        }
+        debug_assert_eq!(out.nrows(), n);
+        Ok(())
+    }
+
+    /// `batch, layer, position, token, relevance` for every slab read so far (in slab order):
+    /// relevance = max over queries of J_l[q, k].
+    pub fn relevance_frame(&self) -> Result<DataFrame> {
+        let chain = self.chain.lock().expect("rollout chain");
+        let tokens = self.inner.tokens();
+        let (mut batch, mut layer, mut position, mut token, mut value) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (id, rel) in &chain.relevance {
+            for (&k, &r) in self.inner.valid_keys(id.batch).iter().zip(rel) {
+                batch.push(id.batch);
+                layer.push(id.layer);
+                position.push(k);
+                token.push(tokens.map(|t| t.row(id.batch as usize)[k as usize].clone()));
+                value.push(r);
+            }
+        }
+        let n = batch.len();
+        Ok(DataFrame::new(
+            n,
+            vec![
+                UInt32Chunked::from_vec("batch".into(), batch).into_column(),
+                UInt16Chunked::from_vec("layer".into(), layer).into_column(),
+                UInt32Chunked::from_vec("position".into(), position).into_column(),
+                StringChunked::from_iter_options("token".into(), token.into_iter()).into_column(),
+                Float64Chunked::from_vec("relevance".into(), value).into_column(),
+            ],
+        )?)
+    }
+}
+
+/// out = a · b, computed in blocks of `PRODUCT_ROWS` rows in parallel.
+fn block_product(a: &Array2<f64>, b: &Array2<f64>, out: &mut Array2<f64>) {
+    let n = a.nrows();
+    let blocks: Vec<_> = out.axis_chunks_iter_mut(Axis(0), PRODUCT_ROWS).collect();
+    blocks
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(i, mut block)| {
+            let rows = i * PRODUCT_ROWS..((i + 1) * PRODUCT_ROWS).min(n);
+            ndarray::linalg::general_mat_mul(1.0, &a.slice(s![rows, ..]), b, 0.0, &mut block);
+        });
+}
+
+impl<S: RowSource> RowSource for RolloutSource<'_, S> {
+    fn dims(&self) -> Dims {
+        Dims {
+            heads: 1,
+            ..self.inner.dims()
+        }
+    }
+
+    fn annotations(&self) -> &Annotations {
+        self.inner.annotations()
+    }
+
+    fn slabs(&self) -> Vec<SlabId> {
+        self.slabs.clone()
+    }
+
+    fn valid_queries(&self, b: u32) -> &[u32] {
+        self.inner.valid_queries(b)
+    }
+
+    fn valid_keys(&self, b: u32) -> &[u32] {
+        self.inner.valid_keys(b)
+    }
+
+    fn tokens(&self) -> Option<&Tokens> {
+        self.inner.tokens()
+    }
+
+    /// The chain advances as slabs are read, so they must come in order, one at a time.
+    fn is_seekable(&self) -> bool {
+        false
+    }
+
+    fn for_each_query_row(
+        &self,
+        s: SlabId,
+        buf: &mut SlabBuffer,
+        mut f: impl FnMut(usize, u32, &[f32]),
+    ) -> ingest::Result<()> {
+        let mut chain = self.chain.lock().expect("rollout chain");
+        self.advance(&mut chain, s.batch, s.layer, buf)
+            .map_err(|e| match e {
+                RolloutError::Ingest(e) => e,
+                other => {
+                    ingest::IngestError::invalid(std::path::Path::new("rollout"), other.to_string())
+                }
+            })?;
+        let positions = self.inner.valid_keys(s.batch);
+        let mut row = vec![0f32; self.inner.dims().keys];
+        let mut relevance = vec![f64::NEG_INFINITY; positions.len()];
+        for (i, (&q, j)) in positions
+            .iter()
+            .zip(chain.joint.axis_iter(Axis(0)))
+            .enumerate()
+        {
+            for ((&k, &v), r) in positions.iter().zip(j.iter()).zip(relevance.iter_mut()) {
+                row[k as usize] = v as f32;
+                *r = r.max(v);
+            }
+            f(i, q, &row);
+        }
+        chain.relevance.push((s, relevance));
+        Ok(())
+    }
+}
