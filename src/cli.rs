@@ -41,6 +41,10 @@ pub enum Command {
     Cluster(ClusterArgs),
     /// Heatmaps (PNG/SVG) of heads, layer × head grids, channel blocks; token text heatmaps (HTML/LaTeX).
     Plot(PlotArgs),
+    /// Per-head statistics: entropy, distance, self/prev/next/[CLS]/[SEP] mass, sinks, head-detector scores.
+    Headstats(HeadstatsArgs),
+    /// Attention rollout (Abnar & Zuidema 2020) as a rank frame, and per-position relevance.
+    Rollout(RolloutArgs),
 }
 
 #[derive(Debug, Args)]
@@ -381,4 +385,54 @@ pub struct PlotArgs {
     /// Token text heatmap: each token coloured by the attention it receives (.html or .tex).
     #[arg(long, conflicts_with_all = ["grid", "channels"])]
     pub text: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HeadstatsArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Tokens counted by cls_mass (whitespace-separated).
+    #[arg(long, default_value = "[CLS] <s>")]
+    pub cls_tokens: String,
+    /// Tokens counted by sep_mass (whitespace-separated).
+    #[arg(long, default_value = "[SEP] </s>")]
+    pub sep_tokens: String,
+    /// Tokens counted by punct_mass (whitespace-separated).
+    #[arg(long, default_value = ". ,")]
+    pub punct_tokens: String,
+    /// `sink` is true when the first position receives more than this on average (α₀).
+    #[arg(long, default_value_t = 0.3)]
+    pub sink_threshold: f64,
+    /// Also write the head × head Jensen–Shannon distances of the first selected batch row.
+    #[arg(long)]
+    pub pairs: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FuseArg {
+    Mean,
+    Max,
+    Min,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// How heads are fused into one matrix per layer.
+    #[arg(long, value_enum, default_value = "mean")]
+    pub fuse: FuseArg,
+    /// Keys per query (clamped to the number of valid keys).
+    #[arg(short, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub k: u64,
+    /// Rank every valid key (overrides -k).
+    #[arg(long)]
+    pub all: bool,
+    /// Also write per (batch, layer, position) the relevance max over queries of J_l[q, k].
+    #[arg(long)]
+    pub relevance: Option<String>,
 }

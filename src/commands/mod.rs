@@ -16,8 +16,10 @@ use crate::cli::*;
 use crate::CliError;
 
 mod cluster;
+mod headstats;
 mod melt;
 mod plot;
+mod rollout;
 
 pub fn run(cli: Cli) -> Result<(), CliError> {
     if let Some(n) = cli.threads {
@@ -37,6 +39,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Melt(a) => melt::melt(&a, show_progress),
         Command::Cluster(a) => cluster::cluster(&a),
         Command::Plot(a) => plot::plot(&a),
+        Command::Headstats(a) => headstats::headstats(&a),
+        Command::Rollout(a) => rollout::rollout(&a, show_progress),
     }
 }
 

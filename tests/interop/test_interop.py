@@ -269,3 +269,144 @@ def test_cluster_svm_against_scikit_learn_linear_svc(tmp_path):
         exact = SVC(kernel="linear", C=1.0).fit(x, y)
         np.testing.assert_allclose(w, exact.coef_.ravel(), atol=2e-3)
         np.testing.assert_allclose(b, exact.intercept_[0], atol=2e-3)
+
+
+# --------------------------------------------------------------------------------------------
+# headstats, rollout
+# --------------------------------------------------------------------------------------------
+
+def numpy_headstats(A, mask, tokens, hi=None):
+    rows = []
+    L, B, H, S, _ = A.shape
+    for b in range(B):
+        v = np.flatnonzero(mask[b])
+        n = len(v)
+        tok = [tokens[b][p] for p in v]
+        dup = np.array([[1.0 if (j < i and tok[j] == tok[i]) else 0.0 for j in range(n)] for i in range(n)])
+        ind = np.zeros_like(dup)
+        ind[:, 1:] = dup[:, :-1]
+        ind = np.tril(ind)
+        for l in range(L):
+            for h in range(H):
+                a = A[l, b, h][np.ix_(v, v)].astype(np.float64) * (1.0 if hi is None else hi[l, h])
+                sm = 0.9999 * a + 0.0001 / n
+                ent = -(sm * np.log(sm)).sum(1)
+                dist = np.abs(v[:, None] - v[None, :])
+                prev = np.array([a[i, i - 1] if i > 0 else 0.0 for i in range(n)])
+                rows.append(dict(batch=b, layer=l, head=h, entropy=ent.mean(), entropy_norm=(ent / np.log(n)).mean(),
+                                 cls_entropy=ent[0], mean_distance=(a * dist).sum(1).mean(),
+                                 self_mass=np.diag(a).mean(), prev_mass=prev.mean(),
+                                 next_mass=np.array([a[i, i + 1] if i + 1 < n else 0.0 for i in range(n)]).mean(),
+                                 cls_mass=a[:, [j for j in range(n) if tok[j] == "[CLS]"]].sum(1).mean(),
+                                 sep_mass=a[:, [j for j in range(n) if tok[j] == "[SEP]"]].sum(1).mean(),
+                                 punct_mass=a[:, [j for j in range(n) if tok[j] in (".", ",")]].sum(1).mean(),
+                                 sink_alpha0=a[:, 0].mean(), max_attention=a.max(),
+                                 argmax_position=v[int(np.argmax(a.sum(0)))],
+                                 prev_token_score=prev.sum() / a.sum(),
+                                 duplicate_token_score=(a * dup).sum() / a.sum(),
+                                 induction_score=(a * ind).sum() / a.sum()))
+    return pd.DataFrame(rows)
+
+
+def test_headstats_against_numpy(tmp_path):
+    out = tmp_path / "h.parquet"
+    run("headstats", "--attn", FIX / "attentions.npy", "--attention-mask", FIX / "attention_mask.npy",
+        "--tokens", FIX / "tokens.json", "--head-importance", FIX / "head_importance.npy", "-o", out)
+    ours = pq.read_table(out).to_pandas()
+    tokens = TOKENS if isinstance(TOKENS[0], list) else [TOKENS] * A.shape[1]
+    want = numpy_headstats(A, MASK, tokens, HI)
+    assert len(ours) == len(want)
+    for c in want.columns:
+        np.testing.assert_allclose(ours[c].to_numpy(np.float64), want[c].to_numpy(np.float64), rtol=1e-6, atol=1e-9,
+                                   err_msg=c)
+    assert not ours.causal.any()
+    # DuckDB reads it as the README's query does.
+    top = duckdb.sql(f"SELECT layer, head FROM '{out}' ORDER BY sep_mass DESC LIMIT 1").fetchall()
+    assert len(top) == 1
+
+
+def test_headstats_pairs_jsd_against_numpy(tmp_path):
+    out, pairs = tmp_path / "h.parquet", tmp_path / "p.parquet"
+    run("headstats", "--attn", FIX / "attentions.npy", "--attention-mask", FIX / "attention_mask.npy",
+        "--layers", "0-1", "--heads", "0-2", "--batch", 1, "-o", out, "--pairs", pairs)
+    p = pq.read_table(pairs).to_pandas()
+    v = np.flatnonzero(MASK[1])
+    n = len(v)
+
+    def dist(l, h):
+        a = A[l, 1, h][np.ix_(v, v)].astype(np.float64)
+        return 0.999 * a + 0.001 / n
+
+    def kl(x, y):
+        return (x * np.log(x / y)).sum()
+
+    assert len(p) == 36
+    for r in p.itertuples():
+        x, y = dist(r.layer_a, r.head_a), dist(r.layer_b, r.head_b)
+        m = 0.5 * (x + y)
+        want = 0.5 * kl(x, m) + 0.5 * kl(y, m)
+        assert abs(r.jsd - want) < 1e-9 * max(1.0, want), (r, want)
+
+
+def numpy_rollout(A, mask, b, fuse=np.mean):
+    v = np.flatnonzero(mask[b])
+    J = None
+    out = []
+    for l in range(A.shape[0]):
+        a = fuse(A[l, b][:, v][:, :, v].astype(np.float64), axis=0) + np.eye(len(v))
+        a = a / a.sum(1, keepdims=True)
+        J = a if J is None else a @ J
+        out.append(J)
+    return v, out
+
+
+def test_rollout_against_numpy(tmp_path):
+    out, rel = tmp_path / "r.parquet", tmp_path / "rel.parquet"
+    run("rollout", "--attn", FIX / "attentions.npy", "--attention-mask", FIX / "attention_mask.npy",
+        "--tokens", FIX / "tokens.json", "--all", "-o", out, "--relevance", rel)
+    t = pq.read_table(out).to_pandas()
+    assert list(t.columns[:8]) == ["batch", "layer", "query_position", "query_token", "position", "token", "rank", "score"]
+    r = pq.read_table(rel).to_pandas()
+    for b in range(A.shape[1]):
+        v, Js = numpy_rollout(A, MASK, b)
+        for l, J in enumerate(Js):
+            got = t[(t.batch == b) & (t.layer == l)]
+            M = np.zeros((A.shape[-1], A.shape[-1]))
+            M[got.query_position.to_numpy(), got.position.to_numpy()] = got.score.to_numpy()
+            np.testing.assert_allclose(M[np.ix_(v, v)], J, rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(J.sum(1), 1.0, atol=1e-9)
+            rr = r[(r.batch == b) & (r.layer == l)]
+            np.testing.assert_allclose(rr.relevance.to_numpy(), J.max(0), rtol=1e-12)
+    # --layers picks the cumulative layers written; --fuse max fuses by the maximum.
+    run("rollout", "--attn", FIX / "attentions.npy", "--attention-mask", FIX / "attention_mask.npy",
+        "--layers", 5, "--fuse", "max", "-k", 3, "-o", out)
+    t = pq.read_table(out).to_pandas()
+    assert set(t.layer) == {5}
+    v, Js = numpy_rollout(A, MASK, 0, np.max)
+    first = t[(t.batch == 0) & (t.query_position == v[0])].sort_values("rank")
+    np.testing.assert_allclose(first.score.to_numpy(), np.sort(Js[5][0])[::-1][:3], rtol=1e-5)
+
+
+def test_compare_jsd_tvd_and_maxima_against_numpy(tmp_path):
+    out = tmp_path / "c.parquet"
+    run("compare", "--attn", FIX / "attentions.npy", "--attn-b", FIX / "attentions.npy",
+        "--channels-a", "c0,c1,c2,c3", "--channels-b", "c1,c0,c3,c2", "--block", 5, "-o", out)
+    t = pq.read_table(out).to_pandas()
+    S = A.shape[-1]
+    # Run B's channel c of A's order sits at B's block index of c: c0 ↔ c1, c2 ↔ c3 swapped.
+    perm = np.concatenate([np.arange(5) + 5 * blk for blk in (1, 0, 3, 2)])
+    eps = 1e-10
+
+    def kl(p, q):
+        return (p * np.log((p + eps) / (q + eps))).sum(-1)
+
+    for r in t.itertuples():
+        a = A[r.layer, r.batch, r.head].astype(np.float64)
+        b = A[r.layer, r.batch, r.head][np.ix_(perm, perm)].astype(np.float64)
+        m = 0.5 * (a + b)
+        jsd = (0.5 * kl(a, m) + 0.5 * kl(b, m)).mean()
+        tvd = (0.5 * np.abs(a - b).sum(-1)).mean()
+        assert abs(r.jsd_mean - jsd) < 1e-6 * max(jsd, 1e-3), (r, jsd)
+        assert abs(r.tvd_mean - tvd) < 1e-9 + 1e-6 * tvd
+        assert r.max_attention_a == pytest.approx(a.max()) and r.max_attention_b == pytest.approx(b.max())
+    assert len(t) == np.prod(A.shape[:3])

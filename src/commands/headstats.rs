@@ -1,0 +1,62 @@
+//! `headstats`: one row of published measures per head; `--pairs`: head × head distances.
+
+use headstats::{distance_frame, head_distances, head_stats, stats_frame, TokenClasses};
+use ingest::RowSource;
+use serde_json::json;
+
+use super::{metadata, open_input, open_sink, open_sink_at, selection_options, Input};
+use crate::cli::HeadstatsArgs;
+use crate::CliError;
+
+pub fn headstats(a: &HeadstatsArgs) -> Result<(), CliError> {
+    let mut sink = open_sink(&a.output)?;
+    let pairs_sink = a
+        .pairs
+        .as_deref()
+        .map(|o| open_sink_at(o, &a.output))
+        .transpose()?;
+    let input = open_input(&a.input)?;
+    let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    let classes = TokenClasses {
+        cls: words(&a.cls_tokens),
+        sep: words(&a.sep_tokens),
+        punct: words(&a.punct_tokens),
+    };
+    let (stats, pairs) = match &input {
+        Input::Dense(src) => run(src, &classes, a)?,
+        Input::Longformer(src) => run(src, &classes, a)?,
+    };
+    let mut options = selection_options(&a.input);
+    options["cls_tokens"] = json!(classes.cls);
+    options["sep_tokens"] = json!(classes.sep);
+    options["punct_tokens"] = json!(classes.punct);
+    options["sink_threshold"] = json!(a.sink_threshold);
+    let meta = metadata("headstats", &a.input, &input, options);
+    if let (Some(mut s), Some(p)) = (pairs_sink, pairs) {
+        s.set_metadata(meta.clone());
+        s.write(&p)?;
+        s.finish(&p)?;
+    }
+    sink.set_metadata(meta);
+    sink.write(&stats)?;
+    sink.finish(&stats)?;
+    Ok(())
+}
+
+type Frames = (
+    polars::prelude::DataFrame,
+    Option<polars::prelude::DataFrame>,
+);
+
+fn run(
+    src: &impl RowSource,
+    classes: &TokenClasses,
+    a: &HeadstatsArgs,
+) -> Result<Frames, CliError> {
+    let stats = stats_frame(&head_stats(src, classes, a.sink_threshold)?)?;
+    let pairs = match (&a.pairs, src.slabs().first()) {
+        (Some(_), Some(first)) => Some(distance_frame(&head_distances(src, first.batch)?)?),
+        _ => None,
+    };
+    Ok((stats, pairs))
+}
