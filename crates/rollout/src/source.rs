@@ -18,7 +18,7 @@ pub enum Fuse {
 }
 
 /// Rows per block of the parallel product: fixed, so the result does not depend on threads.
-const PRODUCT_ROWS: usize = 64;
+const PRODUCT_ROWS: usize = 256;
 
 /// Where the chain stands: batch row, last layer multiplied in, and J over the valid positions.
 struct Chain {
@@ -133,24 +133,29 @@ impl<'a, S: RowSource> RolloutSource<'a, S> {
             Fuse::Max => f64::NEG_INFINITY,
             Fuse::Min => f64::INFINITY,
         });
+        let keys = self.inner.valid_keys(b);
+        let fuse = self.fuse;
         for &head in &self.heads {
-            let m = self.inner.valid_matrix(
+            // Rows arrive in order of the valid queries, which are the valid keys.
+            self.inner.for_each_query_row(
                 SlabId {
                     batch: b,
                     layer,
                     head,
                 },
                 buf,
+                |i, _, row| {
+                    let mut target = out.row_mut(i);
+                    for (o, &k) in target.iter_mut().zip(keys) {
+                        let v = row[k as usize] as f64;
+                        *o = match fuse {
+                            Fuse::Mean => *o + v,
+                            Fuse::Max => o.max(v),
+                            Fuse::Min => o.min(v),
+                        };
+                    }
+                },
             )?;
-            let flat = out.as_slice_mut().expect("standard layout");
-            for (o, &v) in flat.iter_mut().zip(&m) {
-                let v = v as f64;
-                *o = match self.fuse {
-                    Fuse::Mean => *o + v,
-                    Fuse::Max => o.max(v),
-                    Fuse::Min => o.min(v),
-                };
-            }
         }
         if self.fuse == Fuse::Mean {
             let h = self.heads.len() as f64;
