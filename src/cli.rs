@@ -108,6 +108,20 @@ pub struct InputArgs {
     /// (B,S) HF global_attention_mask, nonzero = global (needed when x > 1).
     #[arg(long, requires = "global_attn")]
     pub global_mask: Option<PathBuf>,
+    /// Merge subword tokens into words (WordPiece ##, SentencePiece ▁, BPE Ġ) first: positions
+    /// index words (topk, received, similarity, headstats, rollout).
+    #[arg(long)]
+    pub words: bool,
+    /// A word's row from its pieces' rows: mean (Clark et al.), first, or max (renormalised).
+    #[arg(long, value_enum, default_value = "mean", requires = "words")]
+    pub word_from: WordFromArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WordFromArg {
+    Mean,
+    First,
+    Max,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -31,6 +31,7 @@ struct Outputs {
 }
 
 pub fn cluster(a: &ClusterArgs) -> Result<(), CliError> {
+    super::no_words(&a.input, "cluster")?;
     let (k_min, k_max) = parse_k_range(&a.k_range)?;
     let plot_format = a
         .plot

@@ -22,10 +22,7 @@ pub fn headstats(a: &HeadstatsArgs) -> Result<(), CliError> {
         sep: words(&a.sep_tokens),
         punct: words(&a.punct_tokens),
     };
-    let (stats, pairs) = match &input {
-        Input::Dense(src) => run(src, &classes, a)?,
-        Input::Longformer(src) => run(src, &classes, a)?,
-    };
+    let (stats, pairs) = with_row_source!(&input, &a.input, |src, _spans| run(src, &classes, a)?);
     let mut options = selection_options(&a.input);
     options["cls_tokens"] = json!(classes.cls);
     options["sep_tokens"] = json!(classes.sep);

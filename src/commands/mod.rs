@@ -15,6 +15,36 @@ use topk_frames::{received_frame, Normalize, ReceivedOptions, Reduce, TopkFrames
 use crate::cli::*;
 use crate::CliError;
 
+/// Runs `$body` with `$src` bound to the opened input as a row source — dense or Longformer,
+/// merged into words with `--words` — and `$spans` to the words' piece positions (or None).
+macro_rules! with_row_source {
+    ($input:expr, $args:expr, |$src:ident, $spans:ident| $body:expr) => {{
+        let from = $args
+            .words
+            .then(|| $crate::commands::word_from($args.word_from));
+        match ($input, from) {
+            (Input::Dense(s), None) => {
+                let ($src, $spans) = (s, None::<$crate::commands::PieceSpans>);
+                $body
+            }
+            (Input::Dense(s), Some(from)) => {
+                let merged = ingest::WordMerged::new(s, from, &$args.attn)?;
+                let ($src, $spans) = (&merged, Some($crate::commands::PieceSpans::of(&merged)));
+                $body
+            }
+            (Input::Longformer(s), None) => {
+                let ($src, $spans) = (s, None::<$crate::commands::PieceSpans>);
+                $body
+            }
+            (Input::Longformer(s), Some(from)) => {
+                let merged = ingest::WordMerged::new(s, from, &$args.attn)?;
+                let ($src, $spans) = (&merged, Some($crate::commands::PieceSpans::of(&merged)));
+                $body
+            }
+        }
+    }};
+}
+
 mod cluster;
 mod headstats;
 mod melt;
@@ -250,15 +280,20 @@ pub(crate) fn selection_options(a: &InputArgs) -> Value {
 fn topk(a: &TopkArgs, show_progress: bool) -> Result<(), CliError> {
     let sink = open_sink(&a.output)?;
     let input = open_input(&a.input)?;
-    match &input {
-        Input::Dense(src) => topk_on(a, src, &input, sink, show_progress),
-        Input::Longformer(src) => topk_on(a, src, &input, sink, show_progress),
-    }
+    with_row_source!(&input, &a.input, |src, spans| topk_on(
+        a,
+        src,
+        spans,
+        &input,
+        sink,
+        show_progress
+    ))
 }
 
 fn topk_on(
     a: &TopkArgs,
     src: &impl RowSource,
+    spans: Option<PieceSpans>,
     input: &Input,
     mut sink: FrameSink,
     show_progress: bool,
@@ -280,9 +315,9 @@ fn topk_on(
         },
     )?;
     let bar = progress_bar(show_progress, frames.progress().1 as u64, "slabs");
-    let empty = frames.empty()?;
+    let empty = with_pieces(frames.empty()?, &spans)?;
     while let Some(chunk) = frames.next() {
-        sink.write(&chunk?)?;
+        sink.write(&with_pieces(chunk?, &spans)?)?;
         bar.set_position(frames.progress().0 as u64);
     }
     sink.finish(&empty)?;
@@ -293,15 +328,15 @@ fn topk_on(
 fn received(a: &ReceivedArgs) -> Result<(), CliError> {
     let sink = open_sink(&a.output)?;
     let input = open_input(&a.input)?;
-    match &input {
-        Input::Dense(src) => received_on(a, src, &input, sink),
-        Input::Longformer(src) => received_on(a, src, &input, sink),
-    }
+    with_row_source!(&input, &a.input, |src, spans| received_on(
+        a, src, spans, &input, sink
+    ))
 }
 
 fn received_on(
     a: &ReceivedArgs,
     src: &impl RowSource,
+    spans: Option<PieceSpans>,
     input: &Input,
     mut sink: FrameSink,
 ) -> Result<(), CliError> {
@@ -324,13 +359,14 @@ fn received_on(
     options["reduce"] = json!(format!("{:?}", opts.reduce).to_lowercase());
     options["k"] = json!(opts.k);
     sink.set_metadata(metadata("received", &a.input, input, options));
-    let df: DataFrame = received_frame(src, tokens.as_ref(), opts)?;
+    let df: DataFrame = with_pieces(received_frame(src, tokens.as_ref(), opts)?, &spans)?;
     sink.write(&df)?;
     sink.finish(&df)?;
     Ok(())
 }
 
 fn dense(a: &DenseArgs, show_progress: bool) -> Result<(), CliError> {
+    no_words(&a.input, "dense")?;
     if a.input.global_attn.is_none() {
         return Err(CliError::usage(
             "dense needs --global-attn (the HF Longformer sliding-window format)",
@@ -370,24 +406,30 @@ fn similarity(a: &SimilarityArgs) -> Result<(), CliError> {
         heads: None,
         ..a.input.clone()
     })?;
-    match &input {
-        Input::Dense(src) => similarity_on(a, src, &input, sink, overlap),
-        Input::Longformer(src) => similarity_on(a, src, &input, sink, overlap),
-    }
+    with_row_source!(&input, &a.input, |src, spans| similarity_on(
+        a, src, spans, &input, sink, overlap
+    ))
 }
 
 fn similarity_on(
     a: &SimilarityArgs,
     src: &impl RowSource,
+    spans: Option<PieceSpans>,
     input: &Input,
     mut sink: FrameSink,
     overlap_sink: Option<FrameSink>,
 ) -> Result<(), CliError> {
     let dims = src.dims();
-    let attributions = similarity::Attributions::open(&a.attributions, dims.batch, dims.keys)?;
+    let attributions = match &spans {
+        None => similarity::Attributions::open(&a.attributions, dims.batch, dims.keys)?,
+        // Attribution to a word: the sum over its pieces.
+        Some(s) => similarity::Attributions::open(&a.attributions, dims.batch, s.token_positions)?
+            .summed_over_groups(&s.pieces, dims.keys),
+    };
     let tokens = token_dictionary(src)?;
-    let (mut metrics, mut overlap) =
+    let (mut metrics, overlap) =
         similarity::similarity_frames(src, tokens.as_ref(), &attributions, a.percentile)?;
+    let mut overlap = with_pieces(overlap, &spans)?;
     if let Some(path) = &a.example_ids {
         let ids = similarity::read_example_ids(path, dims.batch)?;
         metrics = similarity::with_example_ids(metrics, &ids)?;
@@ -417,6 +459,7 @@ pub(crate) fn channel_list(spec: &str) -> Vec<String> {
 }
 
 fn compare(a: &CompareArgs) -> Result<(), CliError> {
+    no_words(&a.input, "compare")?;
     if a.input.global_attn.is_some() {
         return Err(CliError::usage(
             "compare takes dense attention runs (no --global-attn)",
@@ -550,6 +593,77 @@ fn compare_figure(
         ..plot::figure_options(&a.figure)?
     };
     Ok(figures::render(&panels, &opts, format)?)
+}
+
+/// `--words` only means something to the analyses that rank or measure positions.
+pub(crate) fn no_words(a: &InputArgs, command: &str) -> Result<(), CliError> {
+    if a.words {
+        return Err(CliError::usage(format!(
+            "--words is not supported by {command} (topk, received, similarity, headstats and rollout take it)"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn word_from(w: WordFromArg) -> ingest::WordFrom {
+    match w {
+        WordFromArg::Mean => ingest::WordFrom::Mean,
+        WordFromArg::First => ingest::WordFrom::First,
+        WordFromArg::Max => ingest::WordFrom::Max,
+    }
+}
+
+/// The token positions of every word, per batch row (for `--words` outputs).
+pub(crate) struct PieceSpans {
+    pub pieces: Vec<Vec<Vec<u32>>>,
+    /// Token positions of the input before merging.
+    pub token_positions: usize,
+}
+
+impl PieceSpans {
+    pub(crate) fn of<S: RowSource>(m: &ingest::WordMerged<'_, S>) -> PieceSpans {
+        let batch = m.dims().batch as u32;
+        PieceSpans {
+            pieces: (0..batch)
+                .map(|b| m.words(b).iter().map(|w| w.pieces.clone()).collect())
+                .collect(),
+            token_positions: m.annotations().tokens().map_or(0, |t| t.row(0).len()),
+        }
+    }
+}
+
+/// With `--words`: `first_piece, last_piece` after `position` (and `query_first_piece,
+/// query_last_piece` after `query_position`), the token positions each word spans.
+pub(crate) fn with_pieces(
+    df: DataFrame,
+    spans: &Option<PieceSpans>,
+) -> Result<DataFrame, CliError> {
+    use polars::prelude::*;
+    let Some(spans) = spans else {
+        return Ok(df);
+    };
+    let batch: Vec<u32> = df.column("batch")?.u32()?.into_no_null_iter().collect();
+    let mut df = df;
+    for (col, prefix) in [("position", ""), ("query_position", "query_")] {
+        let Ok(c) = df.column(col) else { continue };
+        let words: Vec<u32> = c.u32()?.into_no_null_iter().collect();
+        let span = |pick: fn(&[u32]) -> u32| -> Vec<u32> {
+            batch
+                .iter()
+                .zip(&words)
+                .map(|(&b, &w)| pick(&spans.pieces[b as usize][w as usize]))
+                .collect()
+        };
+        let first = UInt32Chunked::from_vec(format!("{prefix}first_piece").into(), span(|p| p[0]));
+        let last = UInt32Chunked::from_vec(
+            format!("{prefix}last_piece").into(),
+            span(|p| *p.last().expect("a word has pieces")),
+        );
+        let at = df.get_column_index(col).expect("column exists") + 1;
+        df.insert_column(at, last.into_column())?;
+        df.insert_column(at, first.into_column())?;
+    }
+    Ok(df)
 }
 
 pub(crate) fn progress_bar(show: bool, total: u64, unit: &str) -> ProgressBar {

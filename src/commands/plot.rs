@@ -38,6 +38,7 @@ fn output_kind(a: &PlotArgs) -> Result<Output, CliError> {
 }
 
 pub fn plot(a: &PlotArgs) -> Result<(), CliError> {
+    super::no_words(&a.input, "plot")?;
     let kind = output_kind(a)?;
     if !a.text && !a.grid && (a.layer.is_none() || a.head.is_none()) {
         return Err(CliError::usage(

@@ -7,7 +7,7 @@ use topk_frames::{TopkFrames, TopkOptions};
 
 use super::{
     metadata, open_input, open_sink, open_sink_at, progress_bar, selection_options,
-    token_dictionary, Input,
+    token_dictionary, with_pieces, Input,
 };
 use crate::cli::{FuseArg, InputArgs, RolloutArgs};
 use crate::CliError;
@@ -52,10 +52,12 @@ pub fn rollout(a: &RolloutArgs, show_progress: bool) -> Result<(), CliError> {
         meta,
         show_progress,
     };
-    match &input {
-        Input::Dense(src) => ctx.run(src, sink, relevance_sink),
-        Input::Longformer(src) => ctx.run(src, sink, relevance_sink),
-    }
+    with_row_source!(&input, &a.input, |src, spans| ctx.run(
+        src,
+        spans,
+        sink,
+        relevance_sink
+    ))
 }
 
 struct Context<'a> {
@@ -69,6 +71,7 @@ impl Context<'_> {
     fn run(
         &self,
         src: &impl RowSource,
+        spans: Option<super::PieceSpans>,
         mut sink: frame_sink::FrameSink,
         relevance_sink: Option<frame_sink::FrameSink>,
     ) -> Result<(), CliError> {
@@ -97,9 +100,9 @@ impl Context<'_> {
         sink.set_metadata(self.meta.clone());
         let bar = progress_bar(self.show_progress, frames.progress().1 as u64, "layers");
         // Rollout fuses the heads: the frame has no head column.
-        let empty = frames.empty()?.drop("head")?;
+        let empty = with_pieces(frames.empty()?.drop("head")?, &spans)?;
         while let Some(chunk) = frames.next() {
-            sink.write(&chunk?.drop("head")?)?;
+            sink.write(&with_pieces(chunk?.drop("head")?, &spans)?)?;
             bar.set_position(frames.progress().0 as u64);
         }
         bar.finish_and_clear();

@@ -410,3 +410,35 @@ def test_compare_jsd_tvd_and_maxima_against_numpy(tmp_path):
         assert abs(r.tvd_mean - tvd) < 1e-9 + 1e-6 * tvd
         assert r.max_attention_a == pytest.approx(a.max()) and r.max_attention_b == pytest.approx(b.max())
     assert len(t) == np.prod(A.shape[:3])
+
+
+def test_words_received_and_similarity_against_numpy(tmp_path):
+    out = tmp_path / "r.parquet"
+    run("received", "--attn", FIX / "attentions.npy", "--attention-mask", FIX / "attention_mask.npy",
+        "--tokens", FIX / "tokens.json", "--words", "-o", out)
+    t = pq.read_table(out).to_pandas()
+    tokens = TOKENS if isinstance(TOKENS[0], list) else [TOKENS] * A.shape[1]
+    for b in range(A.shape[1]):
+        v = np.flatnonzero(MASK[b])
+        groups = []
+        for p in v:
+            if tokens[b][p].startswith("##") and len(tokens[b][p]) > 2 and groups:
+                groups[-1].append(p)
+            else:
+                groups.append([p])
+        M = np.zeros((len(groups), A.shape[-1]))
+        for w, g in enumerate(groups):
+            M[w, g] = 1.0
+        for l in range(A.shape[0]):
+            for h in range(A.shape[2]):
+                a = A[l, b, h].astype(np.float64)
+                to_words = a @ M.T                                   # (S, W): sum over key pieces
+                words = np.stack([to_words[g].mean(0) for g in groups])  # (W, W): mean over query pieces
+                got = t[(t.batch == b) & (t.layer == l) & (t["head"] == h)].sort_values("position")
+                np.testing.assert_allclose(got.score.to_numpy(), words.sum(0), rtol=1e-5, atol=1e-6)
+                assert list(got.first_piece) == [g[0] for g in groups]
+    assert "windowsill" in set(t.token.astype(str))
+    sim = tmp_path / "s.parquet"
+    run("similarity", "--attn", FIX / "attentions.npy", "--attention-mask", FIX / "attention_mask.npy",
+        "--tokens", FIX / "tokens.json", "--attributions", FIX / "attributions.npy", "--words", "-o", sim)
+    assert pq.read_table(sim).num_rows == 2 * A.shape[1]

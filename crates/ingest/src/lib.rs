@@ -13,6 +13,7 @@
 //! - [`AttentionSource`]: the dense [`RowSource`]: the selected `(batch, layer, head)` slabs in
 //!   canonical order with the attention mask, head importance, selections and [`Tokens`]
 //!   applied once.
+//! - [`WordMerged`]: a row source over words instead of subword tokens (`--words`).
 //! - [`summarize`]: what `attnframes inspect` prints.
 //!
 //! Every error is an [`IngestError`] naming the file at fault.
@@ -46,6 +47,7 @@ mod selection;
 mod source;
 mod tensor;
 mod tokens;
+mod words;
 
 pub use annotations::{mask_positions, Annotations};
 pub use dtype::{Dtype, Element};
@@ -58,3 +60,4 @@ pub use selection::parse_selection;
 pub use source::{row_blocks, AttentionSource, Dims, SlabBuffer, SlabId, SourceOptions, TokenSpec};
 pub use tensor::{Container, TensorFile};
 pub use tokens::{Tokens, Vocab};
+pub use words::{group_words, Word, WordFrom, WordMerged};

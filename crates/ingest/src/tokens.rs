@@ -21,6 +21,13 @@ impl Tokens {
         &self.rows[b]
     }
 
+    /// Tokens given row by row.
+    pub fn from_rows(rows: Vec<Vec<String>>) -> Tokens {
+        Tokens {
+            rows: rows.into_iter().map(Arc::new).collect(),
+        }
+    }
+
     pub fn batch_rows(&self) -> usize {
         self.rows.len()
     }

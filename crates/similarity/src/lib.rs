@@ -91,6 +91,26 @@ impl Attributions {
         })
     }
 
+    /// Attributions of groups of positions (e.g. the pieces of each word): per batch row,
+    /// `groups[b][g]` lists the positions summed into group `g`; rows have `width` groups.
+    pub fn summed_over_groups(&self, groups: &[Vec<Vec<u32>>], width: usize) -> Attributions {
+        let mut values = Vec::with_capacity(groups.len() * width);
+        for (b, row_groups) in groups.iter().enumerate() {
+            let row = self.row(b as u32);
+            let mut out: Vec<f64> = row_groups
+                .iter()
+                .map(|g| g.iter().map(|&p| row[p as usize]).sum())
+                .collect();
+            out.resize(width, 0.0);
+            values.extend(out);
+        }
+        Attributions {
+            values,
+            seq: width,
+            shared: false,
+        }
+    }
+
     fn row(&self, b: u32) -> &[f64] {
         let r = if self.shared { 0 } else { b as usize };
         &self.values[r * self.seq..(r + 1) * self.seq]
