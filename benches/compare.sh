@@ -16,7 +16,7 @@ data=bench-data
 only=bert512,dense2048,lf4096
 [ "${1:-}" = "--only" ] && only=$2
 py=.venv/bin/python
-[ -x "$py" ] || { python3 -m venv .venv; .venv/bin/pip install -q numpy pyarrow; }
+[ -x "$py" ] || { python3 -m venv .venv; .venv/bin/pip install -q numpy pyarrow scikit-learn; }
 [ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --locked -q
@@ -89,6 +89,12 @@ ratio_rows() {
   read -r rd _ < <(measure sh -c "cat '$a' '$a' > /dev/null")
   printf '%-36s %10.3f %10d   received %.3f s: %.2fx of it\n' "dense2048 similarity" "$st" "$sr" "$rt" "$(echo "$st $rt" | awk '{print $1/$2}')"
   printf '%-36s %10.3f %10d   reading both runs %.3f s: %.2fx of it\n' "dense2048 compare (2 runs)" "$ct" "$cr" "$rd" "$(echo "$ct $rd" | awk '{print $1/$2}')"
+  read -r ht hr < <(measure "$bin" --quiet headstats --attn "$a" -o "$out/h.parquet")
+  printf '%-36s %10.3f %10d   received %.3f s: %.2fx of it\n' "dense2048 headstats" "$ht" "$hr" "$rt" "$(echo "$ht $rt" | awk '{print $1/$2}')"
+  row "dense2048 rollout -k 10" "--quiet rollout --attn $a -k 10 -o $out/af.parquet" \
+      "__bash \"$py\" benches/rollout_numpy.py $a"
+  row "dense2048 cluster head 0, k 2-9" "--quiet cluster --attn $a --layer 0 --head 0 --k-range 2-9 -o $out/af.parquet" \
+      "__bash \"$py\" benches/cluster_sklearn.py $a"
 }
 
 for w in ${only//,/ }; do
