@@ -9,14 +9,15 @@ use clustering::{
     ClusterOptions, Clustering, Features, HeadRows, RowSet,
 };
 use figures::{ClusterFigure, ImageFormat, Matrix, RowStrip, SilhouetteCurve};
-use frame_sink::{AtomicOutput, FrameSink};
+use frame_sink::AtomicOutput;
 use ingest::{RowSource, SlabBuffer, SlabId};
 use polars::prelude::DataFrame;
 use serde_json::json;
 
 use super::plot::{colormap, figure_options};
 use super::{
-    metadata, open_input, open_sink, open_sink_at, selection_options, token_dictionary, Input,
+    metadata, open_input, open_sink, open_sink_at, selection_options, token_dictionary,
+    write_frames, Input,
 };
 use crate::cli::{ClusterArgs, ColormapArg, InputArgs, RowsArg};
 use crate::CliError;
@@ -41,7 +42,7 @@ pub fn cluster(a: &ClusterArgs) -> Result<(), CliError> {
                 .ok_or_else(|| CliError::usage(format!("--plot {p}: expected .png or .svg")))
         })
         .transpose()?;
-    let mut labels_sink = open_sink(&a.output)?;
+    let labels_sink = open_sink(&a.output)?;
     let mut other_sinks =
         [&a.scores, &a.coefs].map(|o| o.as_deref().map(|o| open_sink_at(o, &a.output)));
     let [scores_sink, coefs_sink] = [
@@ -75,24 +76,10 @@ pub fn cluster(a: &ClusterArgs) -> Result<(), CliError> {
     }
     for (sink, frames) in [(scores_sink, &outputs.scores), (coefs_sink, &outputs.coefs)] {
         if let Some(sink) = sink {
-            write_all(sink, frames, &meta)?;
+            write_frames(sink, &meta, frames)?;
         }
     }
-    labels_sink.set_metadata(meta);
-    for f in &outputs.labels {
-        labels_sink.write(f)?;
-    }
-    labels_sink.finish(&outputs.labels[0])?;
-    Ok(())
-}
-
-fn write_all(mut sink: FrameSink, frames: &[DataFrame], meta: &str) -> Result<(), CliError> {
-    sink.set_metadata(meta.to_string());
-    for f in frames {
-        sink.write(f)?;
-    }
-    sink.finish(&frames[0])?;
-    Ok(())
+    write_frames(labels_sink, &meta, &outputs.labels)
 }
 
 fn cluster_on(

@@ -4,12 +4,14 @@ use headstats::{distance_frame, head_distances, head_stats, stats_frame, TokenCl
 use ingest::RowSource;
 use serde_json::json;
 
-use super::{metadata, open_input, open_sink, open_sink_at, selection_options, Input};
+use super::{
+    metadata, open_input, open_sink, open_sink_at, selection_options, write_frames, Input,
+};
 use crate::cli::HeadstatsArgs;
 use crate::CliError;
 
 pub fn headstats(a: &HeadstatsArgs) -> Result<(), CliError> {
-    let mut sink = open_sink(&a.output)?;
+    let sink = open_sink(&a.output)?;
     let pairs_sink = a
         .pairs
         .as_deref()
@@ -29,15 +31,10 @@ pub fn headstats(a: &HeadstatsArgs) -> Result<(), CliError> {
     options["punct_tokens"] = json!(classes.punct);
     options["sink_threshold"] = json!(a.sink_threshold);
     let meta = metadata("headstats", &a.input, &input, options);
-    if let (Some(mut s), Some(p)) = (pairs_sink, pairs) {
-        s.set_metadata(meta.clone());
-        s.write(&p)?;
-        s.finish(&p)?;
+    if let (Some(s), Some(p)) = (pairs_sink, pairs) {
+        write_frames(s, &meta, &[p])?;
     }
-    sink.set_metadata(meta);
-    sink.write(&stats)?;
-    sink.finish(&stats)?;
-    Ok(())
+    write_frames(sink, &meta, &[stats])
 }
 
 type Frames = (

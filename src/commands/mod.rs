@@ -338,7 +338,7 @@ fn received_on(
     src: &impl RowSource,
     spans: Option<PieceSpans>,
     input: &Input,
-    mut sink: FrameSink,
+    sink: FrameSink,
 ) -> Result<(), CliError> {
     let tokens = token_dictionary(src)?;
     let opts = ReceivedOptions {
@@ -358,11 +358,9 @@ fn received_on(
     options["normalize"] = json!(format!("{:?}", opts.normalize).to_lowercase());
     options["reduce"] = json!(format!("{:?}", opts.reduce).to_lowercase());
     options["k"] = json!(opts.k);
-    sink.set_metadata(metadata("received", &a.input, input, options));
     let df: DataFrame = with_pieces(received_frame(src, tokens.as_ref(), opts)?, &spans)?;
-    sink.write(&df)?;
-    sink.finish(&df)?;
-    Ok(())
+    let meta = metadata("received", &a.input, input, options);
+    write_frames(sink, &meta, &[df])
 }
 
 fn dense(a: &DenseArgs, show_progress: bool) -> Result<(), CliError> {
@@ -416,7 +414,7 @@ fn similarity_on(
     src: &impl RowSource,
     spans: Option<PieceSpans>,
     input: &Input,
-    mut sink: FrameSink,
+    sink: FrameSink,
     overlap_sink: Option<FrameSink>,
 ) -> Result<(), CliError> {
     let dims = src.dims();
@@ -439,14 +437,24 @@ fn similarity_on(
     options["percentile"] = json!(a.percentile);
     options["attributions"] = json!(a.attributions.display().to_string());
     let meta = metadata("similarity", &a.input, input, options);
-    sink.set_metadata(meta.clone());
-    sink.write(&metrics)?;
-    if let Some(mut o) = overlap_sink {
-        o.set_metadata(meta);
-        o.write(&overlap)?;
-        o.finish(&overlap)?;
+    if let Some(o) = overlap_sink {
+        write_frames(o, &meta, &[overlap])?;
     }
-    sink.finish(&metrics)?;
+    write_frames(sink, &meta, &[metrics])
+}
+
+/// Writes `frames` (at least one) to `sink` with the `attnframes` metadata and renames it into
+/// place. Commands with several outputs finish their main output last.
+pub(crate) fn write_frames(
+    mut sink: FrameSink,
+    meta: &str,
+    frames: &[DataFrame],
+) -> Result<(), CliError> {
+    sink.set_metadata(meta.to_string());
+    for f in frames {
+        sink.write(f)?;
+    }
+    sink.finish(&frames[0])?;
     Ok(())
 }
 
@@ -465,7 +473,7 @@ fn compare(a: &CompareArgs) -> Result<(), CliError> {
             "compare takes dense attention runs (no --global-attn)",
         ));
     }
-    let mut sink = open_sink(&a.output)?;
+    let sink = open_sink(&a.output)?;
     let blocks_sink = a
         .blocks
         .as_deref()
@@ -538,15 +546,10 @@ fn compare(a: &CompareArgs) -> Result<(), CliError> {
     options["channels_b"] = json!(channels_b);
     options["block"] = json!(a.block);
     let meta = metadata("compare", &a.input, &Input::Dense(run_a), options);
-    sink.set_metadata(meta.clone());
-    sink.write(&comparison)?;
-    if let Some(mut s) = blocks_sink {
-        s.set_metadata(meta);
-        s.write(&block_means)?;
-        s.finish(&block_means)?;
+    if let Some(s) = blocks_sink {
+        write_frames(s, &meta, &[block_means])?;
     }
-    sink.finish(&comparison)?;
-    Ok(())
+    write_frames(sink, &meta, &[comparison])
 }
 
 /// A, B in A's channel order (one colour scale, top `--vmax`), and A − B (diverging).

@@ -78,6 +78,17 @@ impl HeadRows {
     }
 }
 
+/// `batch, layer, head, rows` of `n` rows of one head.
+fn head_columns(rows: &HeadRows, n: usize) -> Vec<Column> {
+    let s = rows.slab;
+    vec![
+        UInt32Chunked::from_vec("batch".into(), vec![s.batch; n]).into_column(),
+        UInt16Chunked::from_vec("layer".into(), vec![s.layer; n]).into_column(),
+        UInt16Chunked::from_vec("head".into(), vec![s.head; n]).into_column(),
+        rows_column(rows.rows, n),
+    ]
+}
+
 fn rows_column(rows: RowSet, n: usize) -> Column {
     StringChunked::from_iter_values("rows".into(), std::iter::repeat_n(rows.name(), n))
         .into_column()
@@ -98,18 +109,13 @@ pub fn label_frame(
         ),
         None => frame_sink::null_token_column("query_token", n),
     };
-    Ok(DataFrame::new(
-        n,
-        vec![
-            UInt32Chunked::from_vec("batch".into(), vec![s.batch; n]).into_column(),
-            UInt16Chunked::from_vec("layer".into(), vec![s.layer; n]).into_column(),
-            UInt16Chunked::from_vec("head".into(), vec![s.head; n]).into_column(),
-            rows_column(rows.rows, n),
-            UInt32Chunked::from_vec("query_position".into(), rows.positions.clone()).into_column(),
-            token,
-            UInt32Chunked::from_vec("cluster".into(), result.labels.clone()).into_column(),
-        ],
-    )?)
+    let mut columns = head_columns(rows, n);
+    columns.extend([
+        UInt32Chunked::from_vec("query_position".into(), rows.positions.clone()).into_column(),
+        token,
+        UInt32Chunked::from_vec("cluster".into(), result.labels.clone()).into_column(),
+    ]);
+    Ok(DataFrame::new(n, columns)?)
 }
 
 /// `rows, k, silhouette, inertia, chosen`, one row per k of the range.
@@ -144,42 +150,36 @@ pub fn score_frame(rows: RowSet, result: &Clustering) -> Result<DataFrame> {
 pub fn coefficient_frame(rows: &HeadRows, coefs: &[ClusterCoefficients]) -> Result<DataFrame> {
     let width = coefs.first().map_or(0, |c| c.coef.len());
     let n = coefs.len() * width;
-    let s = rows.slab;
     let each = |f: &dyn Fn(&ClusterCoefficients) -> f64| -> Vec<f64> {
         coefs
             .iter()
             .flat_map(|c| std::iter::repeat_n(f(c), width))
             .collect()
     };
-    Ok(DataFrame::new(
-        n,
-        vec![
-            UInt32Chunked::from_vec("batch".into(), vec![s.batch; n]).into_column(),
-            UInt16Chunked::from_vec("layer".into(), vec![s.layer; n]).into_column(),
-            UInt16Chunked::from_vec("head".into(), vec![s.head; n]).into_column(),
-            rows_column(rows.rows, n),
-            UInt32Chunked::from_vec(
-                "cluster".into(),
-                coefs
-                    .iter()
-                    .flat_map(|c| std::iter::repeat_n(c.cluster, width))
-                    .collect(),
-            )
-            .into_column(),
-            UInt32Chunked::from_vec(
-                "feature".into(),
-                coefs.iter().flat_map(|_| 0..width as u32).collect(),
-            )
-            .into_column(),
-            Float64Chunked::from_vec(
-                "coef".into(),
-                coefs.iter().flat_map(|c| c.coef.clone()).collect(),
-            )
-            .into_column(),
-            Float64Chunked::from_vec("intercept".into(), each(&|c| c.intercept)).into_column(),
-            Float64Chunked::from_vec("accuracy".into(), each(&|c| c.accuracy)).into_column(),
-        ],
-    )?)
+    let mut columns = head_columns(rows, n);
+    columns.extend([
+        UInt32Chunked::from_vec(
+            "cluster".into(),
+            coefs
+                .iter()
+                .flat_map(|c| std::iter::repeat_n(c.cluster, width))
+                .collect(),
+        )
+        .into_column(),
+        UInt32Chunked::from_vec(
+            "feature".into(),
+            coefs.iter().flat_map(|_| 0..width as u32).collect(),
+        )
+        .into_column(),
+        Float64Chunked::from_vec(
+            "coef".into(),
+            coefs.iter().flat_map(|c| c.coef.clone()).collect(),
+        )
+        .into_column(),
+        Float64Chunked::from_vec("intercept".into(), each(&|c| c.intercept)).into_column(),
+        Float64Chunked::from_vec("accuracy".into(), each(&|c| c.accuracy)).into_column(),
+    ]);
+    Ok(DataFrame::new(n, columns)?)
 }
 
 /// One parity quadrant of a head: query rows × key columns, each in cluster order.
