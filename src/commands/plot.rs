@@ -78,6 +78,13 @@ fn first_of(selection: Option<&str>) -> String {
 /// The figure options every picture takes: scale ends, cell values, resolution, size.
 pub(crate) fn figure_options(f: &FigureArgs) -> Result<FigureOptions, CliError> {
     let size = f.size.as_deref().map(parse_size).transpose()?;
+    if let (Some(lo), Some(hi)) = (f.vmin, f.vmax) {
+        if !(lo < hi) {
+            return Err(CliError::usage(format!(
+                "--vmin {lo} must be below --vmax {hi}"
+            )));
+        }
+    }
     Ok(FigureOptions {
         annotate: f.annotate,
         vmin: f.vmin,
