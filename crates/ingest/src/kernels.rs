@@ -25,9 +25,8 @@ unsafe fn add_row_avx2(acc: &mut [f64], row: &[f32]) {
     add_row_portable(acc, row);
 }
 
-/// ln x for x > 0 (normal floats), error below 2e-7 (relative, or absolute near 1): x = m·2^e
-/// with m in [√½, √2), then ln m = f − f²/2 + f³·P(f), f = m − 1, with the minimax polynomial P
-/// of Cephes' `logf`. No division, so eight lanes run at the speed of multiplies.
+/// ln x for x > 0 (normal floats), relative error below 1e-7: x = m·2^e with m in
+/// [√½, √2), then ln m = 2·atanh(t), t = (m − 1)/(m + 1), |t| ≤ 0.172, by its series to t⁹.
 #[inline(always)]
 pub fn ln_f32(x: f32) -> f32 {
     let bits = x.to_bits();
@@ -36,22 +35,11 @@ pub fn ln_f32(x: f32) -> f32 {
     let big = m > std::f32::consts::SQRT_2;
     m = if big { m * 0.5 } else { m };
     e += big as i32;
-    let f = m - 1.0;
-    let z = f * f;
-    let mut p = 7.037_683_6e-2_f32;
-    for c in [
-        -1.151_461e-1_f32,
-        1.167_699_9e-1,
-        -1.242_014_1e-1,
-        1.424_932_3e-1,
-        -1.666_805_8e-1,
-        2.000_071_4e-1,
-        -2.499_999_4e-1,
-        3.333_333e-1,
-    ] {
-        p = p * f + c;
-    }
-    f + (f * z * p - 0.5 * z) + e as f32 * std::f32::consts::LN_2
+    let t = (m - 1.0) / (m + 1.0);
+    let t2 = t * t;
+    let series =
+        t * (2.0 + t2 * (2.0 / 3.0 + t2 * (2.0 / 5.0 + t2 * (2.0 / 7.0 + t2 * (2.0 / 9.0)))));
+    e as f32 * std::f32::consts::LN_2 + series
 }
 
 #[cfg(test)]
