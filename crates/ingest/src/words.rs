@@ -189,8 +189,8 @@ impl<S: RowSource> RowSource for WordMerged<'_, S> {
         self.inner.for_each_query_row(s, buf, |_, q, row| {
             let (w, piece) = word_of[q as usize];
             let word = &words[w as usize];
-            // Attention to each word: the sum over its pieces.
-            merged.iter_mut().for_each(|m| *m = 0.0);
+            // Attention to each word: the sum over its pieces (entries beyond the row's words
+            // stay 0).
             for (k, kw) in words.iter().enumerate() {
                 merged[k] = kw.pieces.iter().map(|&p| row[p as usize]).sum();
             }
