@@ -27,6 +27,8 @@ use clap::Parser;
 pub struct CliError {
     pub message: String,
     pub usage: bool,
+    /// Stdout's reader went away.
+    pub closed_pipe: bool,
 }
 
 impl CliError {
@@ -34,6 +36,7 @@ impl CliError {
         CliError {
             message: message.into(),
             usage: true,
+            closed_pipe: false,
         }
     }
 }
@@ -48,10 +51,40 @@ impl<E: Into<anyhow::Error>> From<E> for CliError {
             e.downcast_ref::<frame_sink::SinkError>(),
             Some(frame_sink::SinkError::Usage(_))
         );
+        let closed_pipe = matches!(
+            e.downcast_ref::<frame_sink::SinkError>(),
+            Some(frame_sink::SinkError::ClosedPipe)
+        );
         CliError {
             message: e.to_string(),
             usage,
+            closed_pipe,
         }
+    }
+}
+
+/// Ctrl-C and `kill` stop a command cleanly: SIGINT and SIGTERM are blocked in every thread
+/// (threads started later inherit the mask) and a watcher thread waits for them, removes the
+/// temporaries being written, and exits with 128 + the signal (130 for Ctrl-C), as shells
+/// expect. A signal handler could not do this safely; a thread in `sigwait` can.
+pub fn stop_cleanly_on_interrupt() {
+    // SAFETY: plain libc calls on a local signal set; the mask is set before any other thread
+    // of this process exists, so all of them inherit it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return;
+        }
+        std::thread::spawn(move || {
+            let mut signal = 0;
+            if libc::sigwait(&set, &mut signal) == 0 {
+                frame_sink::remove_live_temporaries();
+                std::process::exit(128 + signal);
+            }
+        });
     }
 }
 
@@ -70,6 +103,8 @@ where
     };
     match commands::run(cli) {
         Ok(()) => 0,
+        // The reader of stdout stopped reading (`… | head`): nothing went wrong here.
+        Err(e) if e.closed_pipe => 0,
         Err(e) => {
             let line = e.message.replace('\n', " ");
             eprintln!("error: {line}");

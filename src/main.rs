@@ -1,3 +1,4 @@
 fn main() {
+    attnframes::stop_cleanly_on_interrupt();
     std::process::exit(attnframes::main_with_args(std::env::args_os()));
 }

@@ -2222,3 +2222,167 @@ fn plot_grid_of_a_4d_key_tensor() {
         vec![192, 192]
     );
 }
+
+/// Starts `topk --all` on an `.npy` streamed through stdin, sends the header and the first of
+/// two slabs, and waits until the output's temporary exists (the second slab never comes).
+fn stalled_topk(dir: &Path) -> (std::process::Child, std::process::ChildStdin) {
+    use std::io::Write;
+    let mut child = bin()
+        .args([
+            "topk",
+            "--attn",
+            "-",
+            "--all",
+            "--row-group-size",
+            "4",
+            "-o",
+        ])
+        .arg(dir.join("out.parquet"))
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut bytes = ingest::npy::header_bytes("<f4", &[1, 1, 2, 4, 4]);
+    bytes.extend((0..16).flat_map(|i| (i as f32 / 120.0).to_le_bytes()));
+    stdin.write_all(&bytes).unwrap();
+    stdin.flush().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while temporaries(dir).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no temporary appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (child, stdin)
+}
+
+fn temporaries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".out.parquet.attnframes-"))
+        .collect()
+}
+
+fn send(signal: &str, child: &std::process::Child) {
+    let ok = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn interrupted_runs_leave_no_output_and_no_temporary() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = tempfile::tempdir().unwrap();
+    // Ctrl-C: the temporary is removed and the exit status is 130.
+    let (mut child, _stdin) = stalled_topk(d.path());
+    send("-INT", &child);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(
+        std::fs::read_dir(d.path()).unwrap().next().is_none(),
+        "nothing is left"
+    );
+    // SIGTERM: the same, with 143.
+    let (mut child, _stdin) = stalled_topk(d.path());
+    send("-TERM", &child);
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+    assert!(std::fs::read_dir(d.path()).unwrap().next().is_none());
+    // SIGKILL cannot be caught: no output appears, the temporary stays, and the next run
+    // towards the same target sweeps it.
+    let (mut child, stdin) = stalled_topk(d.path());
+    send("-KILL", &child);
+    assert_eq!(child.wait().unwrap().signal(), Some(9));
+    drop(stdin);
+    assert!(!d.path().join("out.parquet").exists());
+    assert_eq!(temporaries(d.path()).len(), 1);
+    let o = run(&[
+        "topk",
+        "--attn",
+        fixture("minilm/attentions.npy").to_str().unwrap(),
+        "-k",
+        "2",
+        "-o",
+        d.path().join("out.parquet").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        temporaries(d.path()).is_empty(),
+        "the stale temporary is swept"
+    );
+    // A failed run never truncates a good output: the old file stays byte for byte.
+    let good = std::fs::read(d.path().join("out.parquet")).unwrap();
+    let o = run(&[
+        "topk",
+        "--attn",
+        fixture("bad/truncated.npy").to_str().unwrap(),
+        "-o",
+        d.path().join("out.parquet").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(std::fs::read(d.path().join("out.parquet")).unwrap(), good);
+}
+
+#[test]
+fn full_disk_and_closed_pipe() {
+    use std::io::{BufRead, BufReader};
+    let d = tempfile::tempdir().unwrap();
+    let attn = fixture("minilm/attentions.npy");
+    // A file-size limit of 20 blocks: writes fail with EFBIG (SIGXFSZ ignored, as a shell's
+    // `trap '' XFSZ` leaves it for the exec'd program).
+    let out = d.path().join("big.parquet");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 20; trap '' XFSZ; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_attnframes"))
+        .args([
+            "topk",
+            "--attn",
+            attn.to_str().unwrap(),
+            "--all",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("error: ")
+            && err.contains("big.parquet")
+            && err.trim_end().lines().count() == 1,
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(d.path()).unwrap().next().is_none(),
+        "no output, no temporary"
+    );
+    // Reading one line of a CSV stream and closing the pipe: a quiet exit 0, as ripgrep does.
+    let mut child = bin()
+        .args([
+            "topk",
+            "--attn",
+            attn.to_str().unwrap(),
+            "--all",
+            "-o",
+            "-",
+            "--format",
+            "csv",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("batch,layer,head"));
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
+}

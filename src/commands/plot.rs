@@ -79,7 +79,7 @@ fn first_of(selection: Option<&str>) -> String {
 pub(crate) fn figure_options(f: &FigureArgs) -> Result<FigureOptions, CliError> {
     let size = f.size.as_deref().map(parse_size).transpose()?;
     if let (Some(lo), Some(hi)) = (f.vmin, f.vmax) {
-        if !(lo < hi) {
+        if lo.partial_cmp(&hi) != Some(std::cmp::Ordering::Less) {
             return Err(CliError::usage(format!(
                 "--vmin {lo} must be below --vmax {hi}"
             )));

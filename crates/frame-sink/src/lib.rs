@@ -23,9 +23,11 @@
 
 mod arrow;
 mod parquet;
+mod temps;
 mod tokens;
 mod writer;
 
+pub use temps::remove_live_temporaries;
 pub use tokens::{null_token_column, TokenDictionary};
 pub use writer::{
     AtomicOutput, Compression, FrameSink, OutputFormat, OutputTarget, SinkError, SinkOptions,

@@ -1,6 +1,6 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use polars::io::SerWriter;
@@ -11,6 +11,7 @@ use polars_parquet::write::{CompressionOptions, KeyValue};
 
 use crate::arrow::{arrow_schema, record_batch};
 use crate::parquet::ParquetFrameWriter;
+use crate::temps::{release, temp_path};
 
 /// What can go wrong while writing; each variant names the output.
 #[derive(Debug, thiserror::Error)]
@@ -19,9 +20,21 @@ pub enum SinkError {
     Output { path: PathBuf, reason: String },
     #[error("{0}")]
     Usage(String),
+    /// The reader of stdout went away (`… -o - | head -1`): not a failure of the command.
+    #[error("<stdout>: the reader closed the pipe")]
+    ClosedPipe,
 }
 
-type Result<T> = std::result::Result<T, SinkError>;
+/// True when `e` is (or wraps) a broken pipe.
+fn is_broken_pipe(e: &PolarsError) -> bool {
+    match e {
+        PolarsError::IO { error, .. } => error.kind() == std::io::ErrorKind::BrokenPipe,
+        PolarsError::Context { error, .. } => is_broken_pipe(error),
+        _ => false,
+    }
+}
+
+pub(crate) type Result<T> = std::result::Result<T, SinkError>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
@@ -285,7 +298,16 @@ impl FrameSink {
                 record_batch(df, schema, IPC_COMPAT).and_then(|b| w.write(&b, None))
             }
         };
-        r.map_err(|e| self.err(e))
+        r.map_err(|e| self.write_error(e))
+    }
+
+    /// The error of a failed write; a broken pipe on stdout is [`SinkError::ClosedPipe`].
+    fn write_error(&self, e: PolarsError) -> SinkError {
+        if self.target.path.is_none() && is_broken_pipe(&e) {
+            SinkError::ClosedPipe
+        } else {
+            self.err(e)
+        }
     }
 
     /// Rows written so far.
@@ -324,6 +346,7 @@ impl FrameSink {
         if let (Some(temp), Some(path)) = (&self.temp, &self.target.path) {
             std::fs::rename(temp, path)
                 .map_err(|e| self.err(format!("cannot move the finished file into place ({e})")))?;
+            release(temp);
         }
         self.finished = true;
         Ok(self.rows)
@@ -335,38 +358,10 @@ impl Drop for FrameSink {
         if !self.finished {
             if let Some(t) = &self.temp {
                 let _ = std::fs::remove_file(t);
+                release(t);
             }
         }
     }
-}
-
-/// A hidden temporary beside `target`, so the final rename stays on one file system.
-fn temp_path(target: &Path) -> Result<PathBuf> {
-    let dir = match target.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let bad = |reason: String| SinkError::Output {
-        path: target.to_path_buf(),
-        reason,
-    };
-    if !dir.is_dir() {
-        return Err(bad(format!(
-            "output directory {} does not exist",
-            dir.display()
-        )));
-    }
-    if target.is_dir() {
-        return Err(bad("is a directory".into()));
-    }
-    let name = target
-        .file_name()
-        .ok_or_else(|| bad("not a file name".into()))?;
-    Ok(dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    )))
 }
 
 /// A byte output (such as a dense `.npy`) written like the frames: to a temporary beside the
@@ -430,6 +425,7 @@ impl AtomicOutput {
                 path: path.clone(),
                 reason: format!("cannot move the finished file into place ({e})"),
             })?;
+            release(temp);
         }
         self.committed = true;
         Ok(())
@@ -501,6 +497,7 @@ impl Drop for AtomicOutput {
         if !self.committed {
             if let Some(t) = &self.temp {
                 let _ = std::fs::remove_file(t);
+                release(t);
             }
         }
     }
