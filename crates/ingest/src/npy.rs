@@ -101,8 +101,11 @@ pub fn parse_descr(descr: &str) -> Result<Element, String> {
         Some(c @ ('<' | '>' | '|' | '=')) => (c, chars.as_str()),
         _ => ('=', descr),
     };
-    let kind = rest.chars().next().ok_or_else(bad)?;
-    let bytes: u8 = rest[1..].parse().map_err(|_| bad())?;
+    let mut rest_chars = rest.chars();
+    let kind = rest_chars.next().ok_or_else(bad)?;
+    // The size follows the kind letter, whatever its width in bytes (a damaged header can
+    // put any character there).
+    let bytes: u8 = rest_chars.as_str().parse().map_err(|_| bad())?;
     let dtype = match (kind, bytes) {
         ('f', 2) => Dtype::F16,
         ('f', 4) => Dtype::F32,
@@ -253,6 +256,14 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multibyte_kind_is_an_unsupported_dtype_not_a_panic() {
+        assert!(parse_descr("Ȼ<f4").is_err());
+        assert!(parse_descr("<Ȼ4").is_err());
+        assert!(parse_descr("").is_err());
+        assert_eq!(parse_descr("<f4").unwrap().dtype, Dtype::F32);
+    }
 
     fn header(version: u8, dict: &str) -> Vec<u8> {
         let mut v = MAGIC.to_vec();
