@@ -439,3 +439,46 @@ pub fn compare_runs(
         least_similar,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    /// Any channel lists, block and length: a permutation of the positions or an error.
+    fn channel_lists(cases: u32) {
+        let names = prop::collection::vec("[A-Z0-9']{0,3}", 0..8);
+        let mut runner = TestRunner::new(Config {
+            cases,
+            failure_persistence: None,
+            rng_algorithm: proptest::test_runner::RngAlgorithm::ChaCha,
+            ..Config::default()
+        });
+        runner
+            .run(
+                &(names.clone(), names, 0usize..5, 0usize..40),
+                |(a, b, block, seq)| {
+                    let p = Path::new("run.npy");
+                    if let Ok(c) = ChannelBlocks::new(&a, &b, block, seq, p, p) {
+                        let mut seen = c.b_position.clone();
+                        seen.sort_unstable();
+                        prop_assert_eq!(seen, (0..seq).collect::<Vec<_>>());
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn any_channel_lists_give_a_permutation_or_an_error() {
+        channel_lists(3000);
+    }
+
+    #[test]
+    #[ignore = "long run: 100,000 channel lists"]
+    fn channel_lists_long_run() {
+        channel_lists(100_000);
+    }
+}
