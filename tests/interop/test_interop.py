@@ -442,3 +442,46 @@ def test_words_received_and_similarity_against_numpy(tmp_path):
     run("similarity", "--attn", FIX / "attentions.npy", "--attention-mask", FIX / "attention_mask.npy",
         "--tokens", FIX / "tokens.json", "--attributions", FIX / "attributions.npy", "--words", "-o", sim)
     assert pq.read_table(sim).num_rows == 2 * A.shape[1]
+
+
+# --------------------------------------------------------------------------------------------
+# odd files: read exactly as numpy reads them, or refused with one clear line
+# --------------------------------------------------------------------------------------------
+
+ODD = ROOT / "tests" / "fixtures" / "odd"
+
+
+@pytest.mark.parametrize("name,key", [("be_f4.npy", None), ("fortran_f16.npy", None), ("v2.npy", None),
+                                      ("v3.npy", None), ("unaligned.npy", None), ("compressed.npz", "attentions"),
+                                      ("zip64_path.npz", "sub/attentions"), ("unaligned.safetensors", "attentions")])
+def test_odd_files_read_as_numpy_reads_them(tmp_path, name, key):
+    if name.endswith(".safetensors"):
+        want = np.load(ODD / "unaligned_safetensors_values.npy")
+    elif name.endswith(".npz"):
+        want = np.load(ODD / name)[key]
+    else:
+        want = np.load(ODD / name)
+    out = tmp_path / "m.parquet"
+    axes = ",".join(f"a{i}" for i in range(want.ndim))
+    args = ["melt", "--attn", ODD / name, "--axes", axes, "-o", out]
+    if key:
+        args += ["--attn-key", key]
+    run(*args)
+    t = pq.read_table(out).to_pandas()
+    got = np.zeros(want.shape, dtype=np.float64)
+    got[tuple(t[f"a{i}"].to_numpy().astype(np.int64) for i in range(want.ndim))] = t["value"].to_numpy()
+    assert np.array_equal(got, want.astype(np.float64))
+
+
+def test_zero_length_axis_melts_to_nothing_and_is_refused_as_attention(tmp_path):
+    # As numpy reads it: a tensor with no elements melts to a frame with no rows.
+    out = tmp_path / "m.parquet"
+    run("melt", "--attn", ODD / "zero_axis.npy", "--axes", "a,b,c", "-o", out)
+    t = pq.read_table(out)
+    assert t.num_rows == 0 and t.column_names == ["a", "b", "c", "value"]
+    # As attention it has nothing to rank: one clear line, nothing written.
+    p = subprocess.run([BIN, "topk", "--attn", ODD / "zero_axis.npy", "--layout", "HQK", "-o", tmp_path / "t.parquet"],
+                       capture_output=True)
+    err = p.stderr.decode()
+    assert p.returncode == 1 and err.startswith("error: ") and "zero_axis.npy" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "t.parquet").exists()
