@@ -159,27 +159,31 @@ fn fuzz_file(fixture_name: &str, cases: u32) {
         .unwrap();
 }
 
+/// Valid files of every container and header variant the readers accept.
+const MUTATED: [&str; 10] = [
+    "minilm/attentions_f16.npy",
+    "minilm/attentions_fortran.npy",
+    "odd/be_f4.npy",
+    "odd/v2.npy",
+    "odd/v3.npy",
+    "minilm/attentions.npz",
+    "odd/compressed.npz",
+    "odd/zip64_path.npz",
+    "minilm/attentions_bf16.safetensors",
+    "odd/unaligned.safetensors",
+];
+
 #[test]
 fn mutated_npy_npz_safetensors_never_panic() {
-    for f in [
-        "minilm/attentions_f16.npy",
-        "minilm/attentions_fortran.npy",
-        "minilm/attentions.npz",
-        "minilm/attentions_bf16.safetensors",
-    ] {
+    for f in MUTATED {
         fuzz_file(f, 1000);
     }
 }
 
 #[test]
-#[ignore = "long run: 100,000 mutated files per container"]
+#[ignore = "long run: 100,000 mutated files per fixture"]
 fn mutated_files_long_run() {
-    for f in [
-        "minilm/attentions_f16.npy",
-        "minilm/attentions_fortran.npy",
-        "minilm/attentions.npz",
-        "minilm/attentions_bf16.safetensors",
-    ] {
+    for f in MUTATED {
         fuzz_file(f, 100_000);
     }
 }
