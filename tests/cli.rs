@@ -2385,6 +2385,37 @@ fn full_disk_and_closed_pipe() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(o.stderr.is_empty(), "{}", stderr(&o));
+    // The same for a byte output: `dense -o -` (1 MB, more than a pipe holds) read for a few
+    // bytes. Longformer input: S = 256, one global slot, window w = 16.
+    let (s, w) = (256usize, 16usize);
+    let sliding = d.path().join("sliding.npy");
+    let global = d.path().join("global.npy");
+    write_npy(
+        &sliding,
+        &[1, 1, 4, s, w + 2],
+        &vec![1.0 / (w + 2) as f32; 4 * s * (w + 2)],
+    );
+    write_npy(&global, &[1, 1, 4, s, 1], &vec![1.0 / s as f32; 4 * s]);
+    let mut child = bin()
+        .args([
+            "dense",
+            "--attn",
+            sliding.to_str().unwrap(),
+            "--global-attn",
+            global.to_str().unwrap(),
+            "-o",
+            "-",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut magic = [0u8; 6];
+    std::io::Read::read_exact(&mut child.stdout.take().unwrap(), &mut magic).unwrap();
+    assert_eq!(&magic, b"\x93NUMPY");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
 }
 
 #[test]

@@ -405,8 +405,12 @@ impl AtomicOutput {
         })
     }
 
-    /// The error of a failed write, naming the output.
+    /// The error of a failed write, naming the output; a broken pipe on stdout is
+    /// [`SinkError::ClosedPipe`].
     pub fn error(&self, e: std::io::Error) -> SinkError {
+        if self.path.is_none() && e.kind() == std::io::ErrorKind::BrokenPipe {
+            return SinkError::ClosedPipe;
+        }
         SinkError::Output {
             path: self.path.clone().unwrap_or_else(|| "<stdout>".into()),
             reason: e.to_string(),
