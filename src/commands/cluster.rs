@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::plot::{colormap, figure_options};
 use super::{
-    metadata, open_input, open_sink, open_sink_at, selection_options, token_dictionary,
+    metadata, open_extra_sink, open_input, open_sink, selection_options, token_dictionary,
     write_frames, Input,
 };
 use crate::cli::{ClusterArgs, ColormapArg, InputArgs, RowsArg};
@@ -43,12 +43,8 @@ pub fn cluster(a: &ClusterArgs) -> Result<(), CliError> {
         })
         .transpose()?;
     let labels_sink = open_sink(&a.output)?;
-    let mut other_sinks =
-        [&a.scores, &a.coefs].map(|o| o.as_deref().map(|o| open_sink_at(o, &a.output)));
-    let [scores_sink, coefs_sink] = [
-        other_sinks[0].take().transpose()?,
-        other_sinks[1].take().transpose()?,
-    ];
+    let scores_sink = open_extra_sink(&a.scores, &a.output)?;
+    let coefs_sink = open_extra_sink(&a.coefs, &a.output)?;
     let plot_out = a.plot.as_deref().map(AtomicOutput::create).transpose()?;
     let input_args = InputArgs {
         layers: Some(a.layer.to_string()),

@@ -5,18 +5,14 @@ use ingest::RowSource;
 use serde_json::json;
 
 use super::{
-    metadata, open_input, open_sink, open_sink_at, selection_options, write_frames, Input,
+    metadata, open_extra_sink, open_input, open_sink, selection_options, write_frames, Input,
 };
 use crate::cli::HeadstatsArgs;
 use crate::CliError;
 
 pub fn headstats(a: &HeadstatsArgs) -> Result<(), CliError> {
     let sink = open_sink(&a.output)?;
-    let pairs_sink = a
-        .pairs
-        .as_deref()
-        .map(|o| open_sink_at(o, &a.output))
-        .transpose()?;
+    let pairs_sink = open_extra_sink(&a.pairs, &a.output)?;
     let input = open_input(&a.input)?;
     let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
     let classes = TokenClasses {

@@ -250,8 +250,17 @@ pub(crate) fn open_sink(o: &OutputArgs) -> Result<FrameSink, CliError> {
     open_sink_at(&o.output, o)
 }
 
+/// A second output (`--scores`, `--overlap`, …) with the main output's format options, when
+/// asked for.
+pub(crate) fn open_extra_sink(
+    output: &Option<String>,
+    o: &OutputArgs,
+) -> Result<Option<FrameSink>, CliError> {
+    output.as_deref().map(|p| open_sink_at(p, o)).transpose()
+}
+
 /// A sink at `output` with the format options of `o`.
-pub(crate) fn open_sink_at(output: &str, o: &OutputArgs) -> Result<FrameSink, CliError> {
+fn open_sink_at(output: &str, o: &OutputArgs) -> Result<FrameSink, CliError> {
     let format = o.format.map(|f| match f {
         FormatArg::Parquet => "parquet",
         FormatArg::Csv => "csv",
@@ -393,11 +402,7 @@ fn similarity(a: &SimilarityArgs) -> Result<(), CliError> {
         )));
     }
     let sink = open_sink(&a.output)?;
-    let overlap = a
-        .overlap
-        .as_deref()
-        .map(|o| open_sink_at(o, &a.output))
-        .transpose()?;
+    let overlap = open_extra_sink(&a.overlap, &a.output)?;
     // The scopes are defined over every layer and head of the tensor.
     let input = open_input(&InputArgs {
         layers: None,
@@ -474,11 +479,7 @@ fn compare(a: &CompareArgs) -> Result<(), CliError> {
         ));
     }
     let sink = open_sink(&a.output)?;
-    let blocks_sink = a
-        .blocks
-        .as_deref()
-        .map(|o| open_sink_at(o, &a.output))
-        .transpose()?;
+    let blocks_sink = open_extra_sink(&a.blocks, &a.output)?;
     let run_a = AttentionSource::open(&source_options(&a.input))?;
     let run_b = AttentionSource::open(&SourceOptions {
         attn: a.attn_b.clone(),

@@ -6,7 +6,7 @@ use serde_json::json;
 use topk_frames::{TopkFrames, TopkOptions};
 
 use super::{
-    metadata, open_input, open_sink, open_sink_at, progress_bar, selection_options,
+    metadata, open_extra_sink, open_input, open_sink, progress_bar, selection_options,
     token_dictionary, with_pieces, Input,
 };
 use crate::cli::{FuseArg, InputArgs, RolloutArgs};
@@ -14,11 +14,7 @@ use crate::CliError;
 
 pub fn rollout(a: &RolloutArgs, show_progress: bool) -> Result<(), CliError> {
     let sink = open_sink(&a.output)?;
-    let relevance_sink = a
-        .relevance
-        .as_deref()
-        .map(|o| open_sink_at(o, &a.output))
-        .transpose()?;
+    let relevance_sink = open_extra_sink(&a.relevance, &a.output)?;
     // The chain runs through every layer; --layers picks the cumulative layers written.
     let input_args = InputArgs {
         layers: None,
