@@ -6,6 +6,10 @@
 //! name beside the target and renamed only when [`FrameSink::finish`] succeeds — a failed or
 //! interrupted run leaves nothing half-written where the output is expected.
 //!
+//! [`DatasetSink`] writes a directory instead: hive folders per partition key (`layer=03/`),
+//! numbered parts of bounded size, `_SUCCESS` last, and shards that never pick the same part
+//! name. [`FrameSink::capture`] keeps the frames in memory (the Python binding).
+//!
 //! [`TokenDictionary`] turns per-batch token lists into one polars Categorical mapping, so
 //! token columns are filled with `u32` codes and written dictionary-encoded.
 //!
@@ -22,13 +26,19 @@
 //! ```
 
 mod arrow;
+mod dataset;
 mod parquet;
 mod temps;
 mod tokens;
 mod writer;
 
+pub use arrow::{arrow_schema, arrow_stream, record_batch};
+pub use dataset::{DatasetOptions, DatasetSink, DatasetSummary, Shard};
 pub use temps::remove_live_temporaries;
-pub use tokens::{null_token_column, TokenDictionary};
+pub use tokens::{
+    adopt_dictionaries, null_token_column, with_private_dictionaries, LabelColumn, TokenDictionary,
+};
 pub use writer::{
-    AtomicOutput, Compression, FrameSink, OutputFormat, OutputTarget, SinkError, SinkOptions,
+    AtomicOutput, Compression, FrameCapture, FrameSink, OutputFormat, OutputTarget, PendingFile,
+    SinkError, SinkOptions,
 };

@@ -20,7 +20,7 @@ impl TokenDictionary {
         R: IntoIterator<Item = I>,
         I: IntoIterator<Item = &'a str>,
     {
-        let cats = token_categories();
+        let cats = categories("token");
         let mapping = cats.mapping();
         let codes = rows
             .into_iter()
@@ -62,7 +62,7 @@ impl TokenDictionary {
 /// token columns, whose codes are all null. (A null String column costs more to materialise
 /// than the rest of a small frame.)
 pub fn null_token_column(name: &str, len: usize) -> Column {
-    let cats = token_categories();
+    let cats = categories("token");
     let dtype = DataType::Categorical(cats.clone(), cats.mapping());
     // Built from fresh vectors: `full_null` materialises polars' shared zero buffer, which
     // costs more than the rest of a small run.
@@ -78,14 +78,107 @@ pub fn null_token_column(name: &str, len: usize) -> Column {
     ca.into_series().into_column()
 }
 
-/// The categories of token columns. A fixed name: polars writes it into the Arrow schema, and
-/// a random one would make two runs on the same input differ in their bytes.
-fn token_categories() -> Arc<Categories> {
-    Categories::new(
-        PlSmallStr::from_static("token"),
-        PlSmallStr::from_static("attnframes"),
-        CategoricalPhysical::U32,
-    )
+/// A Categorical column over a few labels (a dataset's `example_id`, one per batch row of a
+/// file): each row names its label by index.
+pub struct LabelColumn {
+    name: PlSmallStr,
+    dtype: DataType,
+    codes: Vec<u32>,
+}
+
+impl LabelColumn {
+    pub fn new(name: &str, labels: &[String]) -> PolarsResult<LabelColumn> {
+        let cats = categories(name);
+        let mapping = cats.mapping();
+        let codes = labels
+            .iter()
+            .map(|l| mapping.insert_cat(l))
+            .collect::<PolarsResult<Vec<u32>>>()?;
+        Ok(LabelColumn {
+            name: name.into(),
+            dtype: DataType::Categorical(cats, mapping),
+            codes,
+        })
+    }
+
+    /// The column whose rows hold the labels at `indices`.
+    pub fn column(&self, indices: impl Iterator<Item = usize>) -> Column {
+        let codes: Vec<u32> = indices.map(|i| self.codes[i]).collect();
+        let phys = UInt32Chunked::from_vec(self.name.clone(), codes);
+        // SAFETY: every code came from this mapping.
+        let ca = unsafe {
+            Categorical32Chunked::from_cats_and_dtype_unchecked(phys, self.dtype.clone())
+        };
+        ca.into_series().into_column()
+    }
+}
+
+const NAMESPACE: &str = "attnframes";
+
+thread_local! {
+    /// Inside [`with_private_dictionaries`]: how deep.
+    static PRIVATE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+static PRIVATE_COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Runs `f` with dictionaries of its own. Files analysed in parallel would otherwise insert
+/// their tokens into one shared mapping in whatever order the threads run, and the codes —
+/// so the bytes written — would change from run to run. [`adopt_dictionaries`] moves the
+/// frames into the shared mappings afterwards, in a fixed order.
+pub fn with_private_dictionaries<T>(f: impl FnOnce() -> T) -> T {
+    PRIVATE.with(|p| p.set(p.get() + 1));
+    let out = f();
+    PRIVATE.with(|p| p.set(p.get() - 1));
+    out
+}
+
+/// Re-codes the Categorical columns that [`with_private_dictionaries`] made into the shared
+/// mappings of their names, inserting their strings in the order of their own codes.
+pub fn adopt_dictionaries(mut df: DataFrame) -> PolarsResult<DataFrame> {
+    let names: Vec<PlSmallStr> = df.get_column_names_owned();
+    for name in names {
+        let col = df.column(&name)?;
+        let DataType::Categorical(cats, mapping) = col.dtype() else {
+            continue;
+        };
+        if cats.namespace() == NAMESPACE {
+            continue;
+        }
+        let shared = categories(cats.name());
+        let shared_mapping = shared.mapping();
+        let table = (0..mapping.num_cats_upper_bound() as u32)
+            .map(|c| {
+                mapping
+                    .cat_to_str(c)
+                    .map_or(Ok(0), |s| shared_mapping.insert_cat(s))
+            })
+            .collect::<PolarsResult<Vec<u32>>>()?;
+        // Null rows hold code 0 beneath their null bit, which may be no code at all.
+        let phys = col
+            .cat32()?
+            .physical()
+            .apply_values(|c| table.get(c as usize).copied().unwrap_or(0));
+        let dtype = DataType::Categorical(shared, shared_mapping);
+        // SAFETY: every valid code came from the shared mapping through `table`.
+        let ca = unsafe { Categorical32Chunked::from_cats_and_dtype_unchecked(phys, dtype) };
+        df.with_column(ca.into_series().into_column())?;
+    }
+    Ok(df)
+}
+
+/// The categories of a column. Fixed names: polars writes them into the Arrow schema, and a
+/// random one would make two runs on the same input differ in their bytes. Columns of one name
+/// share a mapping while any of them lives, so the chunks of a dataset part concatenate.
+/// Under [`with_private_dictionaries`], a mapping of its own.
+fn categories(name: &str) -> Arc<Categories> {
+    let namespace = if PRIVATE.with(|p| p.get() > 0) {
+        let n = PRIVATE_COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PlSmallStr::from(format!("{NAMESPACE}-private-{n}"))
+    } else {
+        PlSmallStr::from_static(NAMESPACE)
+    };
+    Categories::new(PlSmallStr::from(name), namespace, CategoricalPhysical::U32)
 }
 
 #[cfg(test)]

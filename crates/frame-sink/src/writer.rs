@@ -146,6 +146,8 @@ enum Writer {
     Csv(polars::io::csv::write::BatchedWriter<Box<dyn Write + Send>>),
     IpcFile(FileWriter<BufWriter<File>>, Arc<ArrowSchema>),
     IpcStream(StreamWriter<Box<dyn Write + Send>>, Arc<ArrowSchema>),
+    /// Frames kept for the caller ([`FrameSink::capture`]).
+    Memory(Vec<DataFrame>),
 }
 
 /// The single frame writer. Create it, [`write`](FrameSink::write) chunks whose schema stays
@@ -157,9 +159,29 @@ pub struct FrameSink {
     writer: Option<Writer>,
     rows: u64,
     finished: bool,
+    capture: Option<FrameCapture>,
 }
 
+/// Where a memory sink puts its frames: the Python binding returns them instead of a file.
+pub type FrameCapture = Arc<std::sync::Mutex<Vec<DataFrame>>>;
+
 impl FrameSink {
+    /// A sink that keeps its frames in `capture` (appended at [`finish`](FrameSink::finish)).
+    pub fn capture(capture: FrameCapture) -> FrameSink {
+        FrameSink {
+            target: OutputTarget {
+                path: None,
+                format: OutputFormat::Ipc,
+            },
+            options: SinkOptions::default(),
+            temp: None,
+            writer: Some(Writer::Memory(Vec::new())),
+            rows: 0,
+            finished: false,
+            capture: Some(capture),
+        }
+    }
+
     /// Checks that the output can be created; the writer itself starts with the first chunk.
     pub fn create(target: &OutputTarget, options: SinkOptions) -> Result<FrameSink> {
         if options.row_group_size == 0 {
@@ -178,6 +200,7 @@ impl FrameSink {
             writer: None,
             rows: 0,
             finished: false,
+            capture: None,
         })
     }
 
@@ -297,6 +320,10 @@ impl FrameSink {
             Writer::IpcStream(w, schema) => {
                 record_batch(df, schema, IPC_COMPAT).and_then(|b| w.write(&b, None))
             }
+            Writer::Memory(frames) => {
+                frames.push(df.clone());
+                Ok(())
+            }
         };
         r.map_err(|e| self.write_error(e))
     }
@@ -317,7 +344,15 @@ impl FrameSink {
 
     /// Completes the output (footer, flush, rename into place); returns the rows written.
     /// `empty` gives the schema when no chunk was written.
-    pub fn finish(mut self, empty: &DataFrame) -> Result<u64> {
+    pub fn finish(self, empty: &DataFrame) -> Result<u64> {
+        let (rows, file) = self.finish_pending(empty)?;
+        file.commit()?;
+        Ok(rows)
+    }
+
+    /// Completes the output under its temporary name: the caller renames it into place with
+    /// [`PendingFile::commit`] (a dataset renames all its parts only when every one is done).
+    pub fn finish_pending(mut self, empty: &DataFrame) -> Result<(u64, PendingFile)> {
         if self.writer.is_none() {
             self.writer = Some(self.start(empty)?);
         }
@@ -341,15 +376,53 @@ impl FrameSink {
                 .finish()
                 .map_err(|e| e.to_string())
                 .and_then(|_| w.into_inner().flush().map_err(|e| e.to_string())),
+            Writer::Memory(frames) => {
+                let capture = self.capture.as_ref().expect("a memory sink has a capture");
+                let mut captured = capture.lock().unwrap_or_else(|e| e.into_inner());
+                if frames.is_empty() {
+                    captured.push(empty.clone());
+                }
+                captured.extend(frames);
+                Ok(())
+            }
         };
         r.map_err(|e| self.err(e))?;
-        if let (Some(temp), Some(path)) = (&self.temp, &self.target.path) {
-            std::fs::rename(temp, path)
-                .map_err(|e| self.err(format!("cannot move the finished file into place ({e})")))?;
-            release(temp);
-        }
         self.finished = true;
-        Ok(self.rows)
+        let file = PendingFile {
+            temp: self.temp.take(),
+            path: self.target.path.clone(),
+        };
+        Ok((self.rows, file))
+    }
+}
+
+/// A finished output still under its temporary name; dropped uncommitted, it is removed.
+pub struct PendingFile {
+    temp: Option<PathBuf>,
+    path: Option<PathBuf>,
+}
+
+impl PendingFile {
+    /// Renames the file into place (nothing to do for stdout).
+    pub fn commit(mut self) -> Result<()> {
+        if let (Some(temp), Some(path)) = (self.temp.take(), &self.path) {
+            let moved = std::fs::rename(&temp, path);
+            release(&temp);
+            moved.map_err(|e| SinkError::Output {
+                path: path.clone(),
+                reason: format!("cannot move the finished file into place ({e})"),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if let Some(t) = &self.temp {
+            let _ = std::fs::remove_file(t);
+            release(t);
+        }
     }
 }
 
