@@ -66,9 +66,11 @@ pub struct InspectArgs {
 /// Where the attention comes from and what of it is used.
 #[derive(Debug, Clone, Args)]
 pub struct InputArgs {
-    /// Attention tensor: .npy (C or Fortran order), .npz, .safetensors, or - for an .npy on stdin.
-    #[arg(long)]
-    pub attn: PathBuf,
+    /// Attention tensor: .npy (C or Fortran order), .npz, .safetensors, or - for an .npy on
+    /// stdin. topk, received and headstats take several files or a quoted glob ('runs/*.npy'):
+    /// one example per file, an `example_id` column added.
+    #[arg(long, num_args = 1.., required = true)]
+    pub attn: Vec<PathBuf>,
     /// Array name inside .npz/.safetensors (default: `attentions`, else the only array).
     #[arg(long)]
     pub attn_key: Option<String>,
@@ -84,8 +86,8 @@ pub struct InputArgs {
     /// Token ids (B,S) .npy, turned into tokens with --vocab.
     #[arg(long, requires = "vocab")]
     pub input_ids: Option<PathBuf>,
-    /// vocab.txt, vocab.json or tokenizer.json for --input-ids.
-    #[arg(long, requires = "input_ids")]
+    /// vocab.txt, vocab.json or tokenizer.json for --input-ids (or --tokens-dir's ids).
+    #[arg(long)]
     pub vocab: Option<PathBuf>,
     /// (L,H) head importance: each head's attention is multiplied by it first.
     #[arg(long)]
@@ -115,6 +117,45 @@ pub struct InputArgs {
     /// A word's row from its pieces' rows: mean (Clark et al.), first, or max (renormalised).
     #[arg(long, value_enum, default_value = "mean", requires = "words")]
     pub word_from: WordFromArg,
+}
+
+impl InputArgs {
+    /// The attention file of a one-file run (the first given).
+    pub fn attn(&self) -> &std::path::Path {
+        &self.attn[0]
+    }
+}
+
+/// Many examples as one dataset: per-file tokens, example ids, and `-o DIR/` (a trailing slash
+/// or an existing directory) for a Parquet dataset: numbered parts, hive folders with
+/// --partition-by, `_SUCCESS` written last.
+#[derive(Debug, Clone, Args)]
+#[command(
+    next_help_heading = "Datasets (several --attn files or a glob; -o DIR/ writes a Parquet dataset)"
+)]
+pub struct DatasetArgs {
+    /// Per-file tokens: <stem>.json or <stem>.txt in DIR (with --vocab: ids in <stem>.ids.npy).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["tokens", "input_ids"])]
+    pub tokens_dir: Option<PathBuf>,
+    /// example_id from the file stem (`stem`, or `stem:batch` for files of several batch rows)
+    /// or from the file's index in the input list.
+    #[arg(long, value_enum, default_value = "stem")]
+    pub example_id_from: ExampleIdArg,
+    /// With -o DIR/: hive folders per value of these columns, e.g. layer or layer,head.
+    #[arg(long, value_delimiter = ',', value_name = "COLUMNS")]
+    pub partition_by: Vec<String>,
+    /// With -o DIR/: rows per part file at most.
+    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rows_per_file: u64,
+    /// Process the i-th of n contiguous slices of the input list (0 <= i < n); with -o DIR/.
+    #[arg(long, value_name = "i/n")]
+    pub shard: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExampleIdArg {
+    Stem,
+    Index,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -170,6 +211,8 @@ pub struct TopkArgs {
     /// Rank only keys whose score is > 0 (with Longformer input, the window and the globals).
     #[arg(long)]
     pub nonzero: bool,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -201,6 +244,8 @@ pub struct ReceivedArgs {
     /// Keep ranks ≤ k (default: every rank).
     #[arg(short, value_parser = clap::value_parser!(u64).range(1..))]
     pub k: Option<u64>,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
 }
 
 #[derive(Debug, Args)]
@@ -422,6 +467,8 @@ pub struct HeadstatsArgs {
     /// Also write the head × head Jensen–Shannon distances of the first selected batch row.
     #[arg(long)]
     pub pairs: Option<String>,
+    #[command(flatten)]
+    pub dataset: DatasetArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -29,6 +29,8 @@ pub struct CliError {
     pub usage: bool,
     /// Stdout's reader went away.
     pub closed_pipe: bool,
+    /// A file could not be opened, read or written (the Python binding raises `OSError`).
+    pub io: bool,
 }
 
 impl CliError {
@@ -37,6 +39,7 @@ impl CliError {
             message: message.into(),
             usage: true,
             closed_pipe: false,
+            io: false,
         }
     }
 }
@@ -55,10 +58,18 @@ impl<E: Into<anyhow::Error>> From<E> for CliError {
             e.downcast_ref::<frame_sink::SinkError>(),
             Some(frame_sink::SinkError::ClosedPipe)
         );
+        let io = matches!(
+            e.downcast_ref::<ingest::IngestError>(),
+            Some(ingest::IngestError::Io { .. })
+        ) || matches!(
+            e.downcast_ref::<frame_sink::SinkError>(),
+            Some(frame_sink::SinkError::Output { .. })
+        );
         CliError {
             message: e.to_string(),
             usage,
             closed_pipe,
+            io,
         }
     }
 }
@@ -88,6 +99,31 @@ pub fn stop_cleanly_on_interrupt() {
     }
 }
 
+/// Runs the CLI on `args` (the first is the program name) as a library call: the same
+/// options and messages, no exit. With `capture`, the main output's frames are returned
+/// instead of written (its `-o` value is not used).
+pub fn run_captured<I, T>(
+    args: I,
+    capture: bool,
+) -> Result<Option<Vec<polars::prelude::DataFrame>>, CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = cli::Cli::try_parse_from(args).map_err(|e| {
+        let text = e.render().to_string();
+        let line = text.lines().next().unwrap_or_default();
+        CliError::usage(line.strip_prefix("error: ").unwrap_or(line).to_string())
+    })?;
+    if !capture {
+        return commands::run(cli, None).map(|()| None);
+    }
+    let frames = frame_sink::FrameCapture::default();
+    commands::run(cli, Some(frames.clone()))?;
+    let frames = std::mem::take(&mut *frames.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok(Some(frames))
+}
+
 /// Runs the CLI on `args` and returns the process exit code (0, 1 on bad input, 2 on usage).
 pub fn main_with_args<I, T>(args: I) -> i32
 where
@@ -101,7 +137,7 @@ where
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
-    match commands::run(cli) {
+    match commands::run(cli, None) {
         Ok(()) => 0,
         // The reader of stdout stopped reading (`… | head`): nothing went wrong here.
         Err(e) if e.closed_pipe => 0,

@@ -110,7 +110,7 @@ fn cluster_on(
     let mut out = Outputs::default();
     let mut clustered = Vec::new();
     for rows in sets {
-        let head_rows = HeadRows::read(src, &input.attn, id, rows)?;
+        let head_rows = HeadRows::read(src, input.attn(), id, rows)?;
         let result = cluster_head(&head_rows, &opts)?;
         out.labels
             .push(label_frame(&head_rows, &result, tokens.as_ref())?);

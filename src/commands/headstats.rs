@@ -5,27 +5,52 @@ use ingest::RowSource;
 use serde_json::json;
 
 use super::{
-    metadata, open_extra_sink, open_input, open_sink, selection_options, write_frames, Input,
+    dataset, dataset_run, metadata, open_extra_sink, open_input, open_sink, selection_options,
+    write_frames, Input,
 };
 use crate::cli::HeadstatsArgs;
 use crate::CliError;
 
-pub fn headstats(a: &HeadstatsArgs) -> Result<(), CliError> {
-    let sink = open_sink(&a.output)?;
-    let pairs_sink = open_extra_sink(&a.pairs, &a.output)?;
-    let input = open_input(&a.input)?;
+pub fn headstats(a: &HeadstatsArgs, show_progress: bool) -> Result<(), CliError> {
     let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
     let classes = TokenClasses {
         cls: words(&a.cls_tokens),
         sep: words(&a.sep_tokens),
         punct: words(&a.punct_tokens),
     };
-    let (stats, pairs) = with_row_source!(&input, &a.input, |src, _spans| run(src, &classes, a)?);
     let mut options = selection_options(&a.input);
     options["cls_tokens"] = json!(classes.cls);
     options["sep_tokens"] = json!(classes.sep);
     options["punct_tokens"] = json!(classes.punct);
     options["sink_threshold"] = json!(a.sink_threshold);
+    if dataset::is_dataset_run(&a.input, &a.output, &a.dataset) {
+        if a.pairs.is_some() {
+            return Err(CliError::usage(
+                "--pairs compares the heads of one file: run it file by file",
+            ));
+        }
+        return dataset_run(
+            "headstats",
+            &a.input,
+            &a.output,
+            &a.dataset,
+            options,
+            show_progress,
+            |args, frames| {
+                let input = open_input(args)?;
+                with_row_source!(&input, args, |src, _spans| {
+                    let stats = stats_frame(&head_stats(src, &classes, a.sink_threshold)?)?;
+                    let empty = stats.clear();
+                    frames.push(stats);
+                    Ok((empty, src.dims()))
+                })
+            },
+        );
+    }
+    let sink = open_sink(&a.output)?;
+    let pairs_sink = open_extra_sink(&a.pairs, &a.output)?;
+    let input = open_input(&a.input)?;
+    let (stats, pairs) = with_row_source!(&input, &a.input, |src, _spans| run(src, &classes, a)?);
     let meta = metadata("headstats", &a.input, &input, options);
     if let (Some(s), Some(p)) = (pairs_sink, pairs) {
         write_frames(s, &meta, &[p])?;

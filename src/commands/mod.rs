@@ -28,7 +28,7 @@ macro_rules! with_row_source {
                 $body
             }
             (Input::Dense(s), Some(from)) => {
-                let merged = ingest::WordMerged::new(s, from, &$args.attn)?;
+                let merged = ingest::WordMerged::new(s, from, $args.attn())?;
                 let ($src, $spans) = (&merged, Some($crate::commands::PieceSpans::of(&merged)));
                 $body
             }
@@ -37,7 +37,7 @@ macro_rules! with_row_source {
                 $body
             }
             (Input::Longformer(s), Some(from)) => {
-                let merged = ingest::WordMerged::new(s, from, &$args.attn)?;
+                let merged = ingest::WordMerged::new(s, from, $args.attn())?;
                 let ($src, $spans) = (&merged, Some($crate::commands::PieceSpans::of(&merged)));
                 $body
             }
@@ -46,30 +46,42 @@ macro_rules! with_row_source {
 }
 
 mod cluster;
+mod dataset;
 mod headstats;
 mod melt;
 mod plot;
 mod rollout;
 
-pub fn run(cli: Cli) -> Result<(), CliError> {
+/// Runs a parsed command; with `capture`, its main output's frames are kept there.
+pub fn run(cli: Cli, capture: Option<frame_sink::FrameCapture>) -> Result<(), CliError> {
+    // A pool of its own rather than the global one: the Python binding runs many commands in
+    // one process, each with its own --threads.
+    let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(n) = cli.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n as usize)
-            .build_global()
-            .map_err(|e| CliError::usage(format!("--threads {n}: {e}")))?;
+        pool = pool.num_threads(n as usize);
     }
+    let pool = pool
+        .build()
+        .map_err(|e| CliError::usage(format!("--threads: {e}")))?;
+    pool.install(|| match capture {
+        Some(c) => capturing(c, || dispatch(cli)),
+        None => dispatch(cli),
+    })
+}
+
+fn dispatch(cli: Cli) -> Result<(), CliError> {
     let show_progress = !cli.quiet && std::io::stderr().is_terminal();
     match cli.command {
         Command::Inspect(a) => inspect(&a),
         Command::Topk(a) => topk(&a, show_progress),
-        Command::Received(a) => received(&a),
+        Command::Received(a) => received(&a, show_progress),
         Command::Dense(a) => dense(&a, show_progress),
         Command::Similarity(a) => similarity(&a),
         Command::Compare(a) => compare(&a),
         Command::Melt(a) => melt::melt(&a, show_progress),
         Command::Cluster(a) => cluster::cluster(&a),
         Command::Plot(a) => plot::plot(&a),
-        Command::Headstats(a) => headstats::headstats(&a),
+        Command::Headstats(a) => headstats::headstats(&a, show_progress),
         Command::Rollout(a) => rollout::rollout(&a, show_progress),
     }
 }
@@ -156,7 +168,7 @@ fn describe(s: &ingest::TensorSummary) -> String {
 
 pub(crate) fn source_options(a: &InputArgs) -> SourceOptions {
     SourceOptions {
-        attn: a.attn.clone(),
+        attn: a.attn().to_path_buf(),
         attn_key: a.attn_key.clone(),
         layout: a.layout.clone(),
         attention_mask: a.attention_mask.clone(),
@@ -183,6 +195,16 @@ pub(crate) enum Input {
 }
 
 pub(crate) fn open_input(a: &InputArgs) -> Result<Input, CliError> {
+    if a.attn.len() > 1 {
+        return Err(CliError::usage(
+            "--attn: several files (a dataset) are taken by topk, received and headstats",
+        ));
+    }
+    if a.vocab.is_some() && a.input_ids.is_none() {
+        return Err(CliError::usage(
+            "--vocab needs --input-ids (or --tokens-dir)",
+        ));
+    }
     let opts = source_options(a);
     Ok(match &a.global_attn {
         None => Input::Dense(AttentionSource::open(&opts)?),
@@ -224,7 +246,7 @@ pub(crate) fn path_str(p: &Option<std::path::PathBuf>) -> Value {
 /// The `attnframes` metadata: command, inputs, shapes, options, version.
 pub(crate) fn metadata(command: &str, a: &InputArgs, input: &Input, options: Value) -> String {
     let inputs = json!({
-        "attn": a.attn.display().to_string(),
+        "attn": a.attn().display().to_string(),
         "attn_key": a.attn_key,
         "global_attn": path_str(&a.global_attn),
         "global_mask": path_str(&a.global_mask),
@@ -244,9 +266,26 @@ pub(crate) fn metadata(command: &str, a: &InputArgs, input: &Input, options: Val
     .to_string()
 }
 
+thread_local! {
+    /// Set by the Python binding: the main output's frames are kept here instead of written.
+    static CAPTURE: std::cell::RefCell<Option<frame_sink::FrameCapture>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with the main output of any command captured in memory.
+fn capturing<T>(capture: frame_sink::FrameCapture, f: impl FnOnce() -> T) -> T {
+    CAPTURE.with(|c| *c.borrow_mut() = Some(capture));
+    let out = f();
+    CAPTURE.with(|c| *c.borrow_mut() = None);
+    out
+}
+
 /// Creates the sink first, so that output problems (a missing directory, `-o -` without
 /// `--format`) are reported before any input is read.
 pub(crate) fn open_sink(o: &OutputArgs) -> Result<FrameSink, CliError> {
+    if let Some(capture) = CAPTURE.with(|c| c.borrow().clone()) {
+        return Ok(FrameSink::capture(capture));
+    }
     open_sink_at(&o.output, o)
 }
 
@@ -267,58 +306,134 @@ fn open_sink_at(output: &str, o: &OutputArgs) -> Result<FrameSink, CliError> {
         FormatArg::Ipc => "ipc",
     });
     let target = OutputTarget::parse(output, format)?;
-    let compression = match o.compression {
-        CompressionArg::Zstd => Compression::Zstd,
-        CompressionArg::Snappy => Compression::Snappy,
-        CompressionArg::None => Compression::None,
-    };
-    Ok(FrameSink::create(
-        &target,
-        SinkOptions {
-            compression,
-            row_group_size: o.row_group_size as usize,
-            metadata_json: String::new(),
+    Ok(FrameSink::create(&target, sink_options(o))?)
+}
+
+/// Compression and row-group size from the command line.
+pub(crate) fn sink_options(o: &OutputArgs) -> SinkOptions {
+    SinkOptions {
+        compression: match o.compression {
+            CompressionArg::Zstd => Compression::Zstd,
+            CompressionArg::Snappy => Compression::Snappy,
+            CompressionArg::None => Compression::None,
         },
-    )?)
+        row_group_size: o.row_group_size as usize,
+        metadata_json: String::new(),
+    }
 }
 
 pub(crate) fn selection_options(a: &InputArgs) -> Value {
     json!({"layers": a.layers, "heads": a.heads, "batch": a.batch, "layout": a.layout, "allow_nan": a.allow_nan})
 }
 
+/// Where a command's frames go: its sink, or a list (one file of a dataset run).
+pub(crate) trait FrameOut {
+    fn put(&mut self, df: DataFrame) -> Result<(), CliError>;
+}
+
+impl FrameOut for FrameSink {
+    fn put(&mut self, df: DataFrame) -> Result<(), CliError> {
+        self.write(&df)?;
+        Ok(())
+    }
+}
+
+impl FrameOut for Vec<DataFrame> {
+    fn put(&mut self, df: DataFrame) -> Result<(), CliError> {
+        self.push(df);
+        Ok(())
+    }
+}
+
+/// A dataset run of `command`: `frames_of` gives one file's frames and schema.
+fn dataset_run(
+    command: &'static str,
+    input: &InputArgs,
+    output: &OutputArgs,
+    d: &DatasetArgs,
+    options: Value,
+    show_progress: bool,
+    frames_of: impl Fn(&InputArgs, &mut Vec<DataFrame>) -> Result<(DataFrame, ingest::Dims), CliError>
+        + Sync,
+) -> Result<(), CliError> {
+    if input.global_attn.is_some() {
+        return Err(CliError::usage(
+            "--global-attn: a Longformer input is one file pair; run it file by file",
+        ));
+    }
+    let run = dataset::DatasetRun {
+        command,
+        input,
+        output,
+        dataset: d,
+        options,
+        show_progress,
+    };
+    dataset::run(run, |args| {
+        let mut frames = Vec::new();
+        let (empty, dims) = frames_of(args, &mut frames)?;
+        Ok(dataset::FileFrames {
+            frames,
+            empty,
+            dims,
+        })
+    })
+}
+
+fn topk_options(a: &TopkArgs) -> Value {
+    let mut options = selection_options(&a.input);
+    options["k"] = json!((!a.all).then_some(a.k));
+    options["all"] = json!(a.all);
+    options["nonzero"] = json!(a.nonzero);
+    options
+}
+
 fn topk(a: &TopkArgs, show_progress: bool) -> Result<(), CliError> {
-    let sink = open_sink(&a.output)?;
+    if dataset::is_dataset_run(&a.input, &a.output, &a.dataset) {
+        return dataset_run(
+            "topk",
+            &a.input,
+            &a.output,
+            &a.dataset,
+            topk_options(a),
+            show_progress,
+            |args, frames| {
+                let input = open_input(args)?;
+                with_row_source!(&input, args, |src, spans| Ok((
+                    topk_on(a, src, spans, frames, false)?,
+                    src.dims()
+                )))
+            },
+        );
+    }
+    let mut sink = open_sink(&a.output)?;
     let input = open_input(&a.input)?;
-    with_row_source!(&input, &a.input, |src, spans| topk_on(
+    sink.set_metadata(metadata("topk", &a.input, &input, topk_options(a)));
+    let empty = with_row_source!(&input, &a.input, |src, spans| topk_on(
         a,
         src,
         spans,
-        &input,
-        sink,
+        &mut sink,
         show_progress
-    ))
+    ))?;
+    sink.finish(&empty)?;
+    Ok(())
 }
 
+/// Puts the top-k frames of `src` to `out`; returns the frame's schema (no rows).
 fn topk_on(
     a: &TopkArgs,
     src: &impl RowSource,
     spans: Option<PieceSpans>,
-    input: &Input,
-    mut sink: FrameSink,
+    out: &mut impl FrameOut,
     show_progress: bool,
-) -> Result<(), CliError> {
+) -> Result<DataFrame, CliError> {
     let tokens = token_dictionary(src)?;
-    let k = (!a.all).then_some(a.k as usize);
-    let mut options = selection_options(&a.input);
-    options["k"] = json!(k);
-    options["all"] = json!(a.all);
-    options["nonzero"] = json!(a.nonzero);
-    sink.set_metadata(metadata("topk", &a.input, input, options));
     let mut frames = TopkFrames::new(
         src,
         tokens.as_ref(),
         TopkOptions {
-            k,
+            k: (!a.all).then_some(a.k as usize),
             nonzero: a.nonzero,
             chunk_rows: a.output.row_group_size as usize,
         },
@@ -326,30 +441,14 @@ fn topk_on(
     let bar = progress_bar(show_progress, frames.progress().1 as u64, "slabs");
     let empty = with_pieces(frames.empty()?, &spans)?;
     while let Some(chunk) = frames.next() {
-        sink.write(&with_pieces(chunk?, &spans)?)?;
+        out.put(with_pieces(chunk?, &spans)?)?;
         bar.set_position(frames.progress().0 as u64);
     }
-    sink.finish(&empty)?;
     bar.finish_and_clear();
-    Ok(())
+    Ok(empty)
 }
 
-fn received(a: &ReceivedArgs) -> Result<(), CliError> {
-    let sink = open_sink(&a.output)?;
-    let input = open_input(&a.input)?;
-    with_row_source!(&input, &a.input, |src, spans| received_on(
-        a, src, spans, &input, sink
-    ))
-}
-
-fn received_on(
-    a: &ReceivedArgs,
-    src: &impl RowSource,
-    spans: Option<PieceSpans>,
-    input: &Input,
-    sink: FrameSink,
-) -> Result<(), CliError> {
-    let tokens = token_dictionary(src)?;
+fn received_options(a: &ReceivedArgs) -> (ReceivedOptions, Value) {
     let opts = ReceivedOptions {
         normalize: match a.normalize {
             NormalizeArg::None => Normalize::None,
@@ -367,9 +466,44 @@ fn received_on(
     options["normalize"] = json!(format!("{:?}", opts.normalize).to_lowercase());
     options["reduce"] = json!(format!("{:?}", opts.reduce).to_lowercase());
     options["k"] = json!(opts.k);
-    let df: DataFrame = with_pieces(received_frame(src, tokens.as_ref(), opts)?, &spans)?;
-    let meta = metadata("received", &a.input, input, options);
+    (opts, options)
+}
+
+fn received(a: &ReceivedArgs, show_progress: bool) -> Result<(), CliError> {
+    let (opts, options) = received_options(a);
+    if dataset::is_dataset_run(&a.input, &a.output, &a.dataset) {
+        return dataset_run(
+            "received",
+            &a.input,
+            &a.output,
+            &a.dataset,
+            options,
+            show_progress,
+            |args, frames| {
+                let input = open_input(args)?;
+                with_row_source!(&input, args, |src, spans| {
+                    let df = received_on(src, spans, opts)?;
+                    let empty = df.clear();
+                    frames.push(df);
+                    Ok((empty, src.dims()))
+                })
+            },
+        );
+    }
+    let sink = open_sink(&a.output)?;
+    let input = open_input(&a.input)?;
+    let df = with_row_source!(&input, &a.input, |src, spans| received_on(src, spans, opts))?;
+    let meta = metadata("received", &a.input, &input, options);
     write_frames(sink, &meta, &[df])
+}
+
+fn received_on(
+    src: &impl RowSource,
+    spans: Option<PieceSpans>,
+    opts: ReceivedOptions,
+) -> Result<DataFrame, CliError> {
+    let tokens = token_dictionary(src)?;
+    with_pieces(received_frame(src, tokens.as_ref(), opts)?, &spans)
 }
 
 fn dense(a: &DenseArgs, show_progress: bool) -> Result<(), CliError> {
@@ -503,7 +637,7 @@ fn compare(a: &CompareArgs) -> Result<(), CliError> {
     let seq = run_a.dims.keys;
     if run_a.dims.queries != seq {
         return Err(ingest::IngestError::invalid(
-            &a.input.attn,
+            a.input.attn(),
             "compare needs square attention".to_string(),
         )
         .into());
@@ -513,7 +647,7 @@ fn compare(a: &CompareArgs) -> Result<(), CliError> {
         &channels_b,
         a.block,
         seq,
-        &a.input.attn,
+        a.input.attn(),
         &a.attn_b,
     )?;
     let result = similarity::compare_runs(&run_a, &run_b, &blocks)?;

@@ -162,7 +162,7 @@ fn heatmap(a: &PlotArgs, src: &impl RowSource, format: ImageFormat) -> Result<Ve
             let keys = src.valid_keys(slabs[0].batch).len();
             if names.len() * size != keys {
                 return Err(ingest::IngestError::invalid(
-                    &a.input.attn,
+                    a.input.attn(),
                     format!("{} channels × block {size} ≠ {keys} positions", names.len()),
                 )
                 .into());

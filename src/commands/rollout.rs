@@ -28,7 +28,7 @@ pub fn rollout(a: &RolloutArgs, show_progress: bool) -> Result<(), CliError> {
                 Input::Longformer(s) => s.dims().layers,
             };
             ingest::parse_selection(Some(spec), layers, "layer")
-                .map_err(|reason| ingest::IngestError::invalid(&a.input.attn, reason))?
+                .map_err(|reason| ingest::IngestError::invalid(a.input.attn(), reason))?
                 .into_iter()
                 .map(|l| l as u16)
                 .collect()

@@ -1,0 +1,340 @@
+//! Many examples, one dataset: the input list (globs expanded), per-file tokens and example
+//! ids, files analysed in parallel windows and written in list order — to one file, or to a
+//! dataset directory (hive folders, bounded parts, `_SUCCESS`), optionally one shard of it.
+
+use std::path::{Path, PathBuf};
+
+use frame_sink::{
+    adopt_dictionaries, with_private_dictionaries, DatasetOptions, DatasetSink, FrameSink,
+    LabelColumn, Shard,
+};
+use ingest::{Dims, IngestError};
+use polars::prelude::*;
+use rayon::prelude::*;
+use serde_json::{json, Value};
+
+use super::{open_sink, path_str, progress_bar, sink_options};
+use crate::cli::{DatasetArgs, ExampleIdArg, InputArgs, OutputArgs};
+use crate::CliError;
+
+/// The frames of one input file, in order, and the frame's schema when it has no rows.
+pub(crate) struct FileFrames {
+    pub frames: Vec<DataFrame>,
+    pub empty: DataFrame,
+    pub dims: Dims,
+}
+
+/// One example file and the base of its `example_id`.
+struct ExampleFile {
+    path: PathBuf,
+    id: String,
+}
+
+/// A command run over many files.
+pub(crate) struct DatasetRun<'a> {
+    pub command: &'static str,
+    pub input: &'a InputArgs,
+    pub output: &'a OutputArgs,
+    pub dataset: &'a DatasetArgs,
+    pub options: Value,
+    pub show_progress: bool,
+}
+
+/// True when the command line asks for a dataset run: several inputs or a glob, a directory
+/// output, or an option only a dataset has.
+pub(crate) fn is_dataset_run(input: &InputArgs, output: &OutputArgs, d: &DatasetArgs) -> bool {
+    input.attn.len() > 1
+        || input.attn.iter().any(|p| is_glob(p))
+        || is_directory_output(&output.output)
+        || d.tokens_dir.is_some()
+        || d.shard.is_some()
+        || !d.partition_by.is_empty()
+}
+
+fn is_glob(p: &Path) -> bool {
+    p.to_string_lossy().contains(['*', '?', '['])
+}
+
+fn is_directory_output(out: &str) -> bool {
+    out.ends_with('/') || Path::new(out).is_dir()
+}
+
+enum Output {
+    File(FrameSink),
+    Dataset(DatasetSink),
+}
+
+impl Output {
+    fn write(&mut self, df: &DataFrame) -> Result<(), CliError> {
+        match self {
+            Output::File(s) => s.write(df)?,
+            Output::Dataset(s) => s.write(df)?,
+        }
+        Ok(())
+    }
+}
+
+/// Runs `per_file` over the input list (this shard of it) and writes the frames, each with
+/// its `example_id`, in list order whatever the number of threads.
+pub(crate) fn run(
+    r: DatasetRun<'_>,
+    per_file: impl Fn(&InputArgs) -> Result<FileFrames, CliError> + Sync,
+) -> Result<(), CliError> {
+    let d = r.dataset;
+    let shard = d.shard.as_deref().map(Shard::parse).transpose()?;
+    let to_directory = is_directory_output(&r.output.output);
+    if !to_directory && (shard.is_some() || !d.partition_by.is_empty()) {
+        return Err(CliError::usage(
+            "--partition-by and --shard write a dataset: give a directory, -o DIR/",
+        ));
+    }
+    let files = example_files(&r.input.attn, d.example_id_from)?;
+    let meta = metadata(&r, files.len(), shard);
+    let mut out = if to_directory {
+        let mut sink = sink_options(r.output);
+        sink.metadata_json = meta;
+        Output::Dataset(DatasetSink::create(
+            Path::new(&r.output.output),
+            DatasetOptions {
+                partition_by: d.partition_by.clone(),
+                max_rows_per_file: d.max_rows_per_file,
+                shard,
+                sink,
+            },
+        )?)
+    } else {
+        let mut sink = open_sink(r.output)?;
+        sink.set_metadata(meta);
+        Output::File(sink)
+    };
+    let mine = &files[shard.map_or(0..files.len(), |s| s.range(files.len()))];
+    let bar = progress_bar(r.show_progress, mine.len() as u64, "files");
+    let mut written = Written {
+        rows: 0,
+        empty: None,
+    };
+    // A window of files at a time: every core busy, a bounded number of files' frames held.
+    // The frames of one window are written while the next window is analysed.
+    let window = 2 * rayon::current_num_threads();
+    let mut ready: Vec<(&ExampleFile, Result<FileFrames, CliError>)> = Vec::new();
+    for chunk in mine.chunks(window) {
+        let (results, wrote) = rayon::join(
+            || -> Vec<Result<FileFrames, CliError>> {
+                chunk
+                    .par_iter()
+                    .map(|f| with_private_dictionaries(|| per_file(&file_input(r.input, d, f)?)))
+                    .collect()
+            },
+            || write_window(std::mem::take(&mut ready), &mut out, &mut written, d, &bar),
+        );
+        wrote?;
+        ready = chunk.iter().zip(results).collect();
+    }
+    write_window(ready, &mut out, &mut written, d, &bar)?;
+    let empty = written.empty.unwrap_or_default();
+    match out {
+        Output::File(s) => {
+            s.finish(&empty)?;
+        }
+        Output::Dataset(s) => {
+            s.finish(&empty)?;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// What has been written so far: rows, and the first file's schema.
+struct Written {
+    rows: u64,
+    empty: Option<DataFrame>,
+}
+
+/// Writes the frames of a window of files, in list order, each with its `example_id`.
+fn write_window(
+    ready: Vec<(&ExampleFile, Result<FileFrames, CliError>)>,
+    out: &mut Output,
+    written: &mut Written,
+    d: &DatasetArgs,
+    bar: &indicatif::ProgressBar,
+) -> Result<(), CliError> {
+    for (file, result) in ready {
+        let frames = result?;
+        if written.empty.is_none() {
+            if let Output::Dataset(s) = out {
+                s.set_key_widths(&key_widths(&d.partition_by, &frames.dims));
+            }
+            let empty = adopt_dictionaries(frames.empty.clone())?;
+            written.empty = Some(with_example_id(empty, &file.id, 1)?);
+        }
+        for df in frames.frames {
+            written.rows += df.height() as u64;
+            let df = adopt_dictionaries(df)?;
+            out.write(&with_example_id(df, &file.id, frames.dims.batch)?)?;
+        }
+        bar.inc(1);
+        bar.set_message(format!("{} rows", written.rows));
+    }
+    Ok(())
+}
+
+/// The input list: each `--attn` value, a glob expanded in sorted order.
+fn example_files(attn: &[PathBuf], from: ExampleIdArg) -> Result<Vec<ExampleFile>, CliError> {
+    let mut paths = Vec::new();
+    for p in attn {
+        if p.as_os_str() == "-" {
+            return Err(CliError::usage(
+                "--attn -: standard input is one file; a dataset reads files",
+            ));
+        }
+        if !is_glob(p) {
+            paths.push(p.clone());
+            continue;
+        }
+        let pattern = p.to_string_lossy();
+        let matches: Vec<PathBuf> = glob::glob(&pattern)
+            .map_err(|e| CliError::usage(format!("--attn {pattern}: {e}")))?
+            .filter_map(Result::ok)
+            .filter(|m| m.is_file())
+            .collect();
+        if matches.is_empty() {
+            return Err(IngestError::invalid(p, "no file matches this pattern").into());
+        }
+        paths.extend(matches);
+    }
+    let mut files: Vec<ExampleFile> = paths
+        .into_iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let id = match from {
+                ExampleIdArg::Index => i.to_string(),
+                ExampleIdArg::Stem => stem(&path),
+            };
+            ExampleFile { path, id }
+        })
+        .collect();
+    if from == ExampleIdArg::Stem {
+        let mut seen = std::collections::HashMap::new();
+        for f in &files {
+            if let Some(other) = seen.insert(f.id.as_str(), &f.path) {
+                return Err(CliError::usage(format!(
+                    "{} and {} have the same stem {}: use --example-id-from index",
+                    other.display(),
+                    f.path.display(),
+                    f.id
+                )));
+            }
+        }
+    }
+    files.shrink_to_fit();
+    Ok(files)
+}
+
+/// The file name without its extension (`.npy`, `.npz`, `.safetensors`).
+fn stem(path: &Path) -> String {
+    path.file_stem().map_or_else(
+        || path.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    )
+}
+
+/// The one-file input of `f`: its tensor and, with --tokens-dir, its tokens.
+fn file_input(a: &InputArgs, d: &DatasetArgs, f: &ExampleFile) -> Result<InputArgs, CliError> {
+    let mut args = InputArgs {
+        attn: vec![f.path.clone()],
+        ..a.clone()
+    };
+    let Some(dir) = &d.tokens_dir else {
+        return Ok(args);
+    };
+    let stem = stem(&f.path);
+    if a.vocab.is_some() {
+        let ids = dir.join(format!("{stem}.ids.npy"));
+        if !ids.is_file() {
+            return Err(IngestError::invalid(
+                dir,
+                format!("no token ids for {stem} ({stem}.ids.npy)"),
+            )
+            .into());
+        }
+        args.input_ids = Some(ids);
+        return Ok(args);
+    }
+    let found = ["json", "txt"]
+        .iter()
+        .map(|ext| dir.join(format!("{stem}.{ext}")))
+        .find(|p| p.is_file());
+    match found {
+        Some(t) => {
+            args.tokens = Some(t);
+            Ok(args)
+        }
+        None => Err(IngestError::invalid(
+            dir,
+            format!("no tokens for {stem} (looked for {stem}.json and {stem}.txt)"),
+        )
+        .into()),
+    }
+}
+
+/// `example_id` as the first column: the id, or `id:batch` when the file holds several batch
+/// rows.
+fn with_example_id(mut df: DataFrame, id: &str, batch_rows: usize) -> Result<DataFrame, CliError> {
+    let column = if batch_rows > 1 {
+        let labels: Vec<String> = (0..batch_rows).map(|b| format!("{id}:{b}")).collect();
+        let batch: Vec<u32> = df.column("batch")?.u32()?.into_no_null_iter().collect();
+        LabelColumn::new("example_id", &labels)?.column(batch.iter().map(|&b| b as usize))
+    } else {
+        LabelColumn::new("example_id", &[id.to_string()])?
+            .column(std::iter::repeat_n(0, df.height()))
+    };
+    df.insert_column(0, column)?;
+    Ok(df)
+}
+
+/// Digits of each partition folder's number, from the size of its axis.
+fn key_widths(partition_by: &[String], dims: &Dims) -> Vec<usize> {
+    partition_by
+        .iter()
+        .map(|c| {
+            let n = match c.as_str() {
+                "layer" => dims.layers,
+                "head" => dims.heads,
+                "batch" => dims.batch,
+                _ => 0,
+            };
+            n.saturating_sub(1).to_string().len()
+        })
+        .collect()
+}
+
+/// The `attnframes` metadata of every part: the inputs as given, not one file's shapes (files
+/// may differ in sequence length).
+fn metadata(r: &DatasetRun<'_>, files: usize, shard: Option<Shard>) -> String {
+    let a = r.input;
+    let d = r.dataset;
+    let mut options = r.options.clone();
+    options["partition_by"] = json!(d.partition_by);
+    options["max_rows_per_file"] = json!(d.max_rows_per_file);
+    options["example_id_from"] = json!(format!("{:?}", d.example_id_from).to_lowercase());
+    let inputs = json!({
+        "attn": a.attn.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "files": files,
+        "shard": shard.map(|s| format!("{}/{}", s.index, s.count)),
+        "tokens_dir": path_str(&d.tokens_dir),
+        "attn_key": a.attn_key,
+        "global_attn": path_str(&a.global_attn),
+        "attention_mask": path_str(&a.attention_mask),
+        "tokens": path_str(&a.tokens),
+        "vocab": path_str(&a.vocab),
+        "head_importance": path_str(&a.head_importance),
+    });
+    json!({
+        "command": r.command,
+        "inputs": inputs,
+        "shapes": Value::Null,
+        "options": options,
+        "version": env!("CARGO_PKG_VERSION"),
+    })
+    .to_string()
+}
