@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full test suite, on a fresh machine: Rust unit, integration and property tests; Python
 # interop tests (pyarrow, pandas, polars, DuckDB, scikit-learn in a local .venv; Debian's
-# chromium for the HTML text heatmap); the shared acceptance checks.
+# chromium for the HTML text heatmap); the Python package (maturin wheel, pytest, Dask); the
+# shared acceptance checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
@@ -23,6 +24,14 @@ fi
 [ -f ../shared/acceptance/requirements.txt ] && \
   .venv/bin/pip install --quiet --disable-pip-version-check -r ../shared/acceptance/requirements.txt
 ATTNFRAMES_BIN="$target/release/attnframes" .venv/bin/python -m pytest -q tests/interop
+
+# The Python package: a wheel built from python/ (same target directory, so the crates are
+# not compiled again), installed into .venv, tested with pytest (Dask included).
+rm -rf "$target/wheels"
+VIRTUAL_ENV="$PWD/.venv" PATH="$PWD/.venv/bin:$PATH" \
+  .venv/bin/maturin build --release --locked -m python/Cargo.toml -o "$target/wheels" --quiet
+.venv/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$target"/wheels/attnframes-*.whl
+ATTNFRAMES_BIN="$target/release/attnframes" .venv/bin/python -m pytest -q python/tests
 
 acceptance=../shared/acceptance
 if [ -d "$acceptance/public" ]; then

@@ -1,0 +1,123 @@
+"""The Python package against the CLI: same frames, same errors; datasets and Dask."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import attnframes as af
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("ATTNFRAMES_BIN", str(ROOT / "target" / "release" / "attnframes"))
+FIX = ROOT / "tests" / "fixtures" / "minilm"
+ATTN, TOKENS, MASK = FIX / "attentions.npy", FIX / "tokens.json", FIX / "attention_mask.npy"
+
+
+def cli(tmp_path, *args):
+    out = tmp_path / "cli.parquet"
+    p = subprocess.run([BIN, *map(str, args), "-o", str(out)], capture_output=True)
+    assert p.returncode == 0, p.stderr.decode()
+    return pl.read_parquet(out)
+
+
+def same(a: pl.DataFrame, b: pl.DataFrame):
+    cast = lambda df: df.with_columns(pl.col(pl.Categorical).cast(pl.String))
+    assert a.schema.names() == b.schema.names()
+    assert cast(a).equals(cast(b))
+
+
+def test_topk_returns_the_cli_frame(tmp_path):
+    df = af.topk(ATTN, tokens=TOKENS, attention_mask=MASK, k=5)
+    assert isinstance(df, pl.DataFrame)
+    same(df, cli(tmp_path, "topk", "--attn", ATTN, "--tokens", TOKENS, "--attention-mask", MASK, "-k", 5))
+    assert df.schema["rank"] == pl.UInt32 and df.schema["layer"] == pl.UInt16
+
+
+def test_received_as_arrow(tmp_path):
+    tbl = af.received(ATTN, normalize="minmax", reduce="heads", as_arrow=True)
+    assert isinstance(tbl, pa.Table)
+    same(pl.from_arrow(tbl), cli(tmp_path, "received", "--attn", ATTN, "--normalize", "minmax", "--reduce", "heads"))
+
+
+def test_numpy_arrays_and_token_lists_are_inputs(tmp_path):
+    a = np.load(ATTN)
+    tokens = json.loads(TOKENS.read_text())
+    from_array = af.topk(a, tokens=tokens, attention_mask=np.load(MASK), k=3, layers="1-2")
+    same(from_array, af.topk(ATTN, tokens=TOKENS, attention_mask=MASK, k=3, layers="1-2"))
+    # Another layout: the array transposed to (B, L, H, Q, K).
+    same(af.topk(np.ascontiguousarray(a.transpose(1, 0, 2, 3, 4)), layout="BLHQK", k=3),
+         af.topk(a, k=3))
+
+
+def test_errors_carry_the_cli_message():
+    with pytest.raises(OSError, match="no such file"):
+        af.topk("/no/such/file.npy")
+    with pytest.raises(ValueError, match="-k"):
+        af.topk(ATTN, k=0)
+    with pytest.raises(ValueError, match="unexpected argument '--nonsense'"):
+        af.topk(ATTN, nonsense=1)
+    with pytest.raises(ValueError, match="<attn array>"):
+        af.topk(np.zeros((2, 3), dtype=np.int32))
+
+
+def make_examples(d: Path, n: int):
+    (d / "attn").mkdir(parents=True)
+    (d / "tokens").mkdir()
+    rng = np.random.default_rng(7)
+    for i in range(n):
+        s = 6 + i % 5
+        a = rng.random((2, 1, 2, s, s), dtype=np.float32)
+        a /= a.sum(-1, keepdims=True)
+        np.save(d / "attn" / f"ex{i:02d}.npy", a)
+        (d / "tokens" / f"ex{i:02d}.json").write_text(json.dumps([f"t{p}" for p in range(s)]))
+
+
+def dataset_rows(out: Path):
+    return duckdb.sql(
+        f"SELECT example_id, CAST(layer AS INTEGER) AS layer, head, query_position, position, token, rank, score "
+        f"FROM read_parquet('{out}/**/*.parquet', hive_partitioning = true) ORDER BY ALL").fetchall()
+
+
+def test_dataset_out_and_shards(tmp_path):
+    make_examples(tmp_path, 6)
+    glob = str(tmp_path / "attn" / "*.npy")
+    assert af.topk(glob, tokens_dir=tmp_path / "tokens", k=2, out=str(tmp_path / "whole") + "/",
+                   partition_by=["layer"]) is None
+    for i in range(3):
+        af.topk(glob, tokens_dir=tmp_path / "tokens", k=2, out=str(tmp_path / "sharded") + "/",
+                partition_by=["layer"], shard=(i, 3))
+    whole = dataset_rows(tmp_path / "whole")
+    assert len(whole) == sum(2 * 2 * (6 + i % 5) * 2 for i in range(6))
+    assert dataset_rows(tmp_path / "sharded") == whole
+    # In memory, the same rows.
+    mem = af.topk(glob, tokens_dir=tmp_path / "tokens", k=2)
+    assert mem.height == len(whole) and mem["example_id"].n_unique() == 6
+
+
+def test_dask_local_cluster_writes_one_dataset(tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    make_examples(tmp_path, 40)
+    glob = str(tmp_path / "attn" / "*.npy")
+    out = str(tmp_path / "dask") + "/"
+    n = 8
+
+    def shard(i):
+        af.topk(glob, tokens_dir=str(tmp_path / "tokens"), k=3, out=out,
+                partition_by=["layer"], shard=(i, n), threads=1, quiet=True)
+        return i
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        assert sorted(client.gather(client.map(shard, range(n)))) == list(range(n))
+    assert (tmp_path / "dask" / "_SUCCESS").exists()
+    af.topk(glob, tokens_dir=tmp_path / "tokens", k=3, out=str(tmp_path / "single") + "/",
+            partition_by=["layer"])
+    assert dataset_rows(tmp_path / "dask") == dataset_rows(tmp_path / "single")
+    parts = pq.ParquetDataset(str(tmp_path / "dask")).files
+    assert len(parts) == 2 * n  # one part per layer per shard
