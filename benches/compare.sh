@@ -3,7 +3,7 @@
 # same run: wall time (best of 3, process start included, page cache warm) and peak RSS
 # (/usr/bin/time -v, one more run).
 #
-#   benches/compare.sh [--only bert512,dense2048,lf4096]
+#   benches/compare.sh [--only bert512,dense2048,lf4096,dataset200]
 #
 # Inputs are generated once into bench-data/ (about 3.8 GB) by ../shared/bench/gen_inputs.py.
 # lf4096 (Longformer, S = 4096) runs once per tool: the peer densifies it to 9.7 GB first,
@@ -22,6 +22,7 @@ target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --locked -q
 bin="$target/release/attnframes"
 for w in ${only//,/ }; do
+  [ "$w" = dataset200 ] && continue
   [ -f "$data/$w/attn.npy" ] || [ -f "$data/$w/sliding.npy" ] || "$py" "$bench/gen_inputs.py" --out "$data" --only "$w" >&2
 done
 out=$(mktemp -d)
@@ -97,7 +98,29 @@ ratio_rows() {
       "__bash \"$py\" benches/cluster_sklearn.py $a"
 }
 
+# 200 example files of (12,1,12,128,128): one attnframes command over the glob vs a Python
+# loop calling the numpy peer per file (in one process), and the same command sharded over a
+# 2-worker Dask LocalCluster through the Python package.
+dataset_rows() {
+  local d="$data/dataset200"
+  [ -d "$d/attn" ] || "$py" benches/dataset_gen.py "$d" 200 >&2
+  row "dataset200 topk -k 10 (200 files)" \
+      "--quiet topk --attn $d/attn/*.npy --tokens-dir $d/tokens -k 10 -o $out/ds/ --partition-by layer" \
+      "__bash rm -rf $out/peer_ds && \"$py\" benches/dataset_peer.py $d $out/peer_ds"
+  local best=999 t
+  for _ in 1 2 3; do
+    rm -rf "$out/dask_ds"
+    t=$("$py" benches/dataset_dask.py "$d" "$out/dask_ds" 2 8)
+    best=$(echo "$t $best" | awk '{print ($1<$2)?$1:$2}')
+  done
+  printf '%-36s %10.3f   (2-worker Dask LocalCluster, 8 shards, cluster start excluded)\n' "dataset200 topk on Dask" "$best"
+}
+
 for w in ${only//,/ }; do
+  if [ "$w" = dataset200 ]; then
+    dataset_rows
+    continue
+  fi
   if [ "$w" = dense2048 ]; then
     ratio_rows
   fi
