@@ -43,6 +43,7 @@ impl<W: Write> ParquetFrameWriter<W> {
             .iter_values()
             .map(|f| match f.dtype {
                 ArrowDataType::Float32 | ArrowDataType::Float64 => vec![Encoding::Plain],
+                ArrowDataType::UInt16 | ArrowDataType::UInt32 => vec![Encoding::DeltaBinaryPacked],
                 _ => get_dtype_encoding(&f.dtype),
             })
             .collect();
