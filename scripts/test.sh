@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
 
-cargo build --release --locked
+# The whole workspace at once: the Python extension then shares every compiled crate (its
+# proc macros need more syn features, and a build of the CLI alone would differ).
+cargo build --release --locked --workspace
 cargo test --release --locked --workspace
 
 if ! command -v chromium >/dev/null; then

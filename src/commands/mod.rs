@@ -811,7 +811,7 @@ pub(crate) fn progress_bar(show: bool, total: u64, unit: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template(&format!(
-            "{{bar:40}} {{pos}}/{{len}} {unit} {{elapsed}} (eta {{eta}})"
+            "{{bar:40}} {{pos}}/{{len}} {unit} {{msg}} {{elapsed}} (eta {{eta}})"
         ))
         .expect("valid template"),
     );
