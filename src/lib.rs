@@ -74,6 +74,19 @@ impl<E: Into<anyhow::Error>> From<E> for CliError {
     }
 }
 
+/// Keeps freed buffers in the heap. Row blocks, frame columns and Parquet pages of a few MB
+/// are allocated and freed once per slab or file; with glibc's defaults many are fresh memory
+/// maps whose pages are faulted in and zeroed each time — on a 200-file dataset run that was
+/// 0.4 s of system time and 10% of the wall time.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets two thresholds of the allocator, before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 /// Ctrl-C and `kill` stop a command cleanly: SIGINT and SIGTERM are blocked in every thread
 /// (threads started later inherit the mask) and a watcher thread waits for them, removes the
 /// temporaries being written, and exits with 128 + the signal (130 for Ctrl-C), as shells
