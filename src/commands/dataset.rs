@@ -17,11 +17,12 @@ use super::{open_sink, path_str, progress_bar, sink_options};
 use crate::cli::{DatasetArgs, ExampleIdArg, InputArgs, OutputArgs};
 use crate::CliError;
 
-/// The frames of one input file, in order, and the frame's schema when it has no rows.
-pub(crate) struct FileFrames {
-    pub frames: Vec<DataFrame>,
-    pub empty: DataFrame,
-    pub dims: Dims,
+/// The frames of one input file, in order, the frame's schema when it has no rows, and the
+/// file's dimensions.
+struct FileFrames {
+    frames: Vec<DataFrame>,
+    empty: DataFrame,
+    dims: Dims,
 }
 
 /// One example file and the base of its `example_id`.
@@ -74,12 +75,27 @@ impl Output {
     }
 }
 
-/// Runs `per_file` over the input list (this shard of it) and writes the frames, each with
-/// its `example_id`, in list order whatever the number of threads.
+/// Runs `frames_of` over the input list (this shard of it) — it puts one file's frames into
+/// the list it is given and returns their schema and the file's dimensions — and writes the
+/// frames, each with its `example_id`, in list order whatever the number of threads.
 pub(crate) fn run(
     r: DatasetRun<'_>,
-    per_file: impl Fn(&InputArgs) -> Result<FileFrames, CliError> + Sync,
+    frames_of: impl Fn(&InputArgs, &mut Vec<DataFrame>) -> Result<(DataFrame, Dims), CliError> + Sync,
 ) -> Result<(), CliError> {
+    if r.input.global_attn.is_some() {
+        return Err(CliError::usage(
+            "--global-attn: a Longformer input is one file pair; run it file by file",
+        ));
+    }
+    let per_file = |args: &InputArgs| {
+        let mut frames = Vec::new();
+        let (empty, dims) = frames_of(args, &mut frames)?;
+        Ok(FileFrames {
+            frames,
+            empty,
+            dims,
+        })
+    };
     let d = r.dataset;
     let shard = d.shard.as_deref().map(Shard::parse).transpose()?;
     let to_directory = is_directory_output(&r.output.output);

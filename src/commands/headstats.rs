@@ -5,8 +5,8 @@ use ingest::RowSource;
 use serde_json::json;
 
 use super::{
-    dataset, dataset_run, metadata, open_extra_sink, open_input, open_sink, selection_options,
-    write_frames, Input,
+    dataset, metadata, open_extra_sink, open_input, open_sink, selection_options, write_frames,
+    Input,
 };
 use crate::cli::HeadstatsArgs;
 use crate::CliError;
@@ -29,23 +29,23 @@ pub fn headstats(a: &HeadstatsArgs, show_progress: bool) -> Result<(), CliError>
                 "--pairs compares the heads of one file: run it file by file",
             ));
         }
-        return dataset_run(
-            "headstats",
-            &a.input,
-            &a.output,
-            &a.dataset,
+        let run = dataset::DatasetRun {
+            command: "headstats",
+            input: &a.input,
+            output: &a.output,
+            dataset: &a.dataset,
             options,
             show_progress,
-            |args, frames| {
-                let input = open_input(args)?;
-                with_row_source!(&input, args, |src, _spans| {
-                    let stats = stats_frame(&head_stats(src, &classes, a.sink_threshold)?)?;
-                    let empty = stats.clear();
-                    frames.push(stats);
-                    Ok((empty, src.dims()))
-                })
-            },
-        );
+        };
+        return dataset::run(run, |args, frames| {
+            let input = open_input(args)?;
+            with_row_source!(&input, args, |src, _spans| {
+                let stats = stats_frame(&head_stats(src, &classes, a.sink_threshold)?)?;
+                let empty = stats.clear();
+                frames.push(stats);
+                Ok((empty, src.dims()))
+            })
+        });
     }
     let sink = open_sink(&a.output)?;
     let pairs_sink = open_extra_sink(&a.pairs, &a.output)?;

@@ -345,41 +345,6 @@ impl FrameOut for Vec<DataFrame> {
     }
 }
 
-/// A dataset run of `command`: `frames_of` gives one file's frames and schema.
-fn dataset_run(
-    command: &'static str,
-    input: &InputArgs,
-    output: &OutputArgs,
-    d: &DatasetArgs,
-    options: Value,
-    show_progress: bool,
-    frames_of: impl Fn(&InputArgs, &mut Vec<DataFrame>) -> Result<(DataFrame, ingest::Dims), CliError>
-        + Sync,
-) -> Result<(), CliError> {
-    if input.global_attn.is_some() {
-        return Err(CliError::usage(
-            "--global-attn: a Longformer input is one file pair; run it file by file",
-        ));
-    }
-    let run = dataset::DatasetRun {
-        command,
-        input,
-        output,
-        dataset: d,
-        options,
-        show_progress,
-    };
-    dataset::run(run, |args| {
-        let mut frames = Vec::new();
-        let (empty, dims) = frames_of(args, &mut frames)?;
-        Ok(dataset::FileFrames {
-            frames,
-            empty,
-            dims,
-        })
-    })
-}
-
 fn topk_options(a: &TopkArgs) -> Value {
     let mut options = selection_options(&a.input);
     options["k"] = json!((!a.all).then_some(a.k));
@@ -390,21 +355,21 @@ fn topk_options(a: &TopkArgs) -> Value {
 
 fn topk(a: &TopkArgs, show_progress: bool) -> Result<(), CliError> {
     if dataset::is_dataset_run(&a.input, &a.output, &a.dataset) {
-        return dataset_run(
-            "topk",
-            &a.input,
-            &a.output,
-            &a.dataset,
-            topk_options(a),
+        let run = dataset::DatasetRun {
+            command: "topk",
+            input: &a.input,
+            output: &a.output,
+            dataset: &a.dataset,
+            options: topk_options(a),
             show_progress,
-            |args, frames| {
-                let input = open_input(args)?;
-                with_row_source!(&input, args, |src, spans| Ok((
-                    topk_on(a, src, spans, frames, false)?,
-                    src.dims()
-                )))
-            },
-        );
+        };
+        return dataset::run(run, |args, frames| {
+            let input = open_input(args)?;
+            with_row_source!(&input, args, |src, spans| Ok((
+                topk_on(a, src, spans, frames, false)?,
+                src.dims()
+            )))
+        });
     }
     let mut sink = open_sink(&a.output)?;
     let input = open_input(&a.input)?;
@@ -472,23 +437,23 @@ fn received_options(a: &ReceivedArgs) -> (ReceivedOptions, Value) {
 fn received(a: &ReceivedArgs, show_progress: bool) -> Result<(), CliError> {
     let (opts, options) = received_options(a);
     if dataset::is_dataset_run(&a.input, &a.output, &a.dataset) {
-        return dataset_run(
-            "received",
-            &a.input,
-            &a.output,
-            &a.dataset,
+        let run = dataset::DatasetRun {
+            command: "received",
+            input: &a.input,
+            output: &a.output,
+            dataset: &a.dataset,
             options,
             show_progress,
-            |args, frames| {
-                let input = open_input(args)?;
-                with_row_source!(&input, args, |src, spans| {
-                    let df = received_on(src, spans, opts)?;
-                    let empty = df.clear();
-                    frames.push(df);
-                    Ok((empty, src.dims()))
-                })
-            },
-        );
+        };
+        return dataset::run(run, |args, frames| {
+            let input = open_input(args)?;
+            with_row_source!(&input, args, |src, spans| {
+                let df = received_on(src, spans, opts)?;
+                let empty = df.clear();
+                frames.push(df);
+                Ok((empty, src.dims()))
+            })
+        });
     }
     let sink = open_sink(&a.output)?;
     let input = open_input(&a.input)?;
