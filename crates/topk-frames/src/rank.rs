@@ -52,14 +52,8 @@ pub fn select_top(row: &[f32], keys: Option<&[u32]>, k: usize, sel: &mut Selecti
     }
     match keys {
         Some(ks) => best.extend(ks.iter().map(|&p| rank_key(row[p as usize], p))),
-        None if k * 4 >= n || (row.len() / BLOCK < k && (k > LANES || n < LANES)) => {
+        None if k * 4 >= n || row.len() / BLOCK < k => {
             best.extend(row.iter().enumerate().map(|(p, &x)| rank_key(x, p as u32)))
-        }
-        None if row.len() / BLOCK < k => {
-            if !candidates_in_short_row(row, k, best) {
-                best.clear();
-                best.extend(row.iter().enumerate().map(|(p, &x)| rank_key(x, p as u32)));
-            }
         }
         None => {
             if !candidates_by_block_maxima(row, k, &mut sel.maxima, best) {
@@ -102,59 +96,6 @@ fn candidates_by_block_maxima(
         }
     }
     cand.len() >= k
-}
-
-/// Lanes of the short-row bound: two AVX vectors.
-const LANES: usize = 16;
-
-/// Rows too short for 16-entry blocks (a 128-key row with k = 10), k ≤ 16: the maxima of 16
-/// strided lanes (entries p with p mod 16 = j) come from elementwise maxima of consecutive
-/// 16-entry chunks, which the compiler vectorises; their k-th largest is a score that at least
-/// k entries reach. Chunks of 8 are compared with it as a bit mask, and only set bits become
-/// candidates — usually little more than k. Returns false when fewer than k qualify (NaN).
-fn candidates_in_short_row(row: &[f32], k: usize, cand: &mut Vec<u64>) -> bool {
-    let mut lane_max = [f32::NEG_INFINITY; LANES];
-    let chunks = row.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    // `f32::max` ignores NaN, which so never becomes a maximum.
-    for chunk in chunks {
-        for (m, &x) in lane_max.iter_mut().zip(chunk) {
-            *m = m.max(x);
-        }
-    }
-    for (m, &x) in lane_max.iter_mut().zip(rest) {
-        *m = m.max(x);
-    }
-    let floor = kth_largest(&lane_max, k);
-    for (c, chunk) in row.chunks(8).enumerate() {
-        let mut bits = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &x)| acc | (u32::from(x >= floor) << i));
-        while bits != 0 {
-            let i = bits.trailing_zeros() as usize;
-            let p = c * 8 + i;
-            cand.push(rank_key(chunk[i], p as u32));
-            bits &= bits - 1;
-        }
-    }
-    cand.len() >= k
-}
-
-/// The k-th largest of 16 numbers (none NaN): the one with k − 1 numbers before it in
-/// descending order, ties broken by index — counted without sorting.
-fn kth_largest(values: &[f32; LANES], k: usize) -> f32 {
-    for (i, &v) in values.iter().enumerate() {
-        let before: usize = values
-            .iter()
-            .enumerate()
-            .map(|(j, &w)| usize::from(w > v) | usize::from(w == v && j < i))
-            .sum();
-        if before == k - 1 {
-            return v;
-        }
-    }
-    unreachable!("every rank from 0 to 15 is taken by one of the 16 numbers")
 }
 
 #[cfg(test)]
@@ -200,21 +141,6 @@ mod tests {
             let keys: Vec<u32> = (0..row.len() as u32).filter(|p| !masked || p % 3 != 1).collect();
             let mut sel = Selection::default();
             select_top(&row, masked.then_some(&keys[..]), k, &mut sel);
-            let got: Vec<u32> = sel.best.iter().map(|&k| key_position(k)).collect();
-            let mut want = by_plain_sort(&row, &keys);
-            want.truncate(k);
-            prop_assert_eq!(got, want);
-        }
-
-        /// The short-row path (fewer than 16k entries, k ≤ 16), with ties, ±0 and NaN.
-        #[test]
-        fn short_rows_match_a_stable_sort(
-            row in prop::collection::vec(prop_oneof![Just(0.5f32), Just(0.0f32), Just(-0.0f32), -1.0f32..1.0, Just(f32::NAN)], 16..260),
-            k in 1usize..17,
-        ) {
-            let keys: Vec<u32> = (0..row.len() as u32).collect();
-            let mut sel = Selection::default();
-            select_top(&row, None, k, &mut sel);
             let got: Vec<u32> = sel.best.iter().map(|&k| key_position(k)).collect();
             let mut want = by_plain_sort(&row, &keys);
             want.truncate(k);
