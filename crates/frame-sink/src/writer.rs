@@ -155,10 +155,10 @@ enum Writer {
 pub struct FrameSink {
     target: OutputTarget,
     options: SinkOptions,
-    temp: Option<PathBuf>,
+    /// The temporary being written; removed when the sink is dropped unfinished.
+    file: PendingFile,
     writer: Option<Writer>,
     rows: u64,
-    finished: bool,
     capture: Option<FrameCapture>,
 }
 
@@ -174,10 +174,9 @@ impl FrameSink {
                 format: OutputFormat::Ipc,
             },
             options: SinkOptions::default(),
-            temp: None,
+            file: PendingFile::none(),
             writer: Some(Writer::Memory(Vec::new())),
             rows: 0,
-            finished: false,
             capture: Some(capture),
         }
     }
@@ -189,17 +188,19 @@ impl FrameSink {
                 "--row-group-size must be at least 1".into(),
             ));
         }
-        let temp = match &target.path {
-            Some(p) => Some(temp_path(p)?),
-            None => None,
+        let file = match &target.path {
+            Some(p) => PendingFile {
+                temp: Some(temp_path(p)?),
+                path: Some(p.clone()),
+            },
+            None => PendingFile::none(),
         };
         Ok(FrameSink {
             target: target.clone(),
             options,
-            temp,
+            file,
             writer: None,
             rows: 0,
-            finished: false,
             capture: None,
         })
     }
@@ -216,7 +217,11 @@ impl FrameSink {
     }
 
     fn open_file(&self) -> Result<BufWriter<File>> {
-        let temp = self.temp.as_ref().expect("file target has a temporary");
+        let temp = self
+            .file
+            .temp
+            .as_ref()
+            .expect("file target has a temporary");
         let f = File::create(temp).map_err(|e| self.err(format!("cannot create ({e})")))?;
         Ok(BufWriter::with_capacity(1 << 20, f))
     }
@@ -387,12 +392,7 @@ impl FrameSink {
             }
         };
         r.map_err(|e| self.err(e))?;
-        self.finished = true;
-        let file = PendingFile {
-            temp: self.temp.take(),
-            path: self.target.path.clone(),
-        };
-        Ok((self.rows, file))
+        Ok((self.rows, self.file))
     }
 }
 
@@ -403,6 +403,14 @@ pub struct PendingFile {
 }
 
 impl PendingFile {
+    /// Nothing to rename: stdout or memory.
+    fn none() -> PendingFile {
+        PendingFile {
+            temp: None,
+            path: None,
+        }
+    }
+
     /// Renames the file into place (nothing to do for stdout).
     pub fn commit(mut self) -> Result<()> {
         if let (Some(temp), Some(path)) = (self.temp.take(), &self.path) {
@@ -426,36 +434,24 @@ impl Drop for PendingFile {
     }
 }
 
-impl Drop for FrameSink {
-    fn drop(&mut self) {
-        if !self.finished {
-            if let Some(t) = &self.temp {
-                let _ = std::fs::remove_file(t);
-                release(t);
-            }
-        }
-    }
-}
-
 /// A byte output (such as a dense `.npy`) written like the frames: to a temporary beside the
 /// target, renamed by [`commit`](AtomicOutput::commit); `-` is stdout. Dropped uncommitted,
 /// the temporary is removed.
 pub struct AtomicOutput {
-    path: Option<PathBuf>,
-    temp: Option<PathBuf>,
+    /// The temporary and its target; removed when dropped uncommitted.
+    pending: PendingFile,
     /// The temporary file, to sync before the rename.
     file: Option<File>,
     /// Bytes handed to the file so far, and how many of them are already written back.
     written: u64,
     synced: u64,
     out: BufWriter<Box<dyn Write + Send>>,
-    committed: bool,
 }
 
 impl AtomicOutput {
     pub fn create(out: &str) -> Result<AtomicOutput> {
-        let (path, temp, sink, file): (_, _, Box<dyn Write + Send>, _) = if out == "-" {
-            (None, None, Box::new(std::io::stdout()), None)
+        let (pending, sink, file): (_, Box<dyn Write + Send>, _) = if out == "-" {
+            (PendingFile::none(), Box::new(std::io::stdout()), None)
         } else {
             let path = PathBuf::from(out);
             let temp = temp_path(&path)?;
@@ -464,28 +460,31 @@ impl AtomicOutput {
                 reason: format!("cannot create ({e})"),
             })?;
             let handle = file.try_clone().ok();
-            (Some(path), Some(temp), Box::new(file), handle)
+            let pending = PendingFile {
+                temp: Some(temp),
+                path: Some(path),
+            };
+            (pending, Box::new(file), handle)
         };
         Ok(AtomicOutput {
-            path,
-            temp,
+            pending,
             file,
             written: 0,
             synced: 0,
             // Large writes: a dense .npy is gigabytes, and fewer system calls keep it disk-bound.
             out: BufWriter::with_capacity(8 << 20, sink),
-            committed: false,
         })
     }
 
     /// The error of a failed write, naming the output; a broken pipe on stdout is
     /// [`SinkError::ClosedPipe`].
     pub fn error(&self, e: std::io::Error) -> SinkError {
-        if self.path.is_none() && e.kind() == std::io::ErrorKind::BrokenPipe {
+        let path = &self.pending.path;
+        if path.is_none() && e.kind() == std::io::ErrorKind::BrokenPipe {
             return SinkError::ClosedPipe;
         }
         SinkError::Output {
-            path: self.path.clone().unwrap_or_else(|| "<stdout>".into()),
+            path: path.clone().unwrap_or_else(|| "<stdout>".into()),
             reason: e.to_string(),
         }
     }
@@ -497,15 +496,7 @@ impl AtomicOutput {
         if let Some(f) = &self.file {
             f.sync_data().map_err(|e| self.error(e))?;
         }
-        if let (Some(temp), Some(path)) = (&self.temp, &self.path) {
-            std::fs::rename(temp, path).map_err(|e| SinkError::Output {
-                path: path.clone(),
-                reason: format!("cannot move the finished file into place ({e})"),
-            })?;
-            release(temp);
-        }
-        self.committed = true;
-        Ok(())
+        self.pending.commit()
     }
 }
 
@@ -566,17 +557,6 @@ impl Write for AtomicOutput {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
-    }
-}
-
-impl Drop for AtomicOutput {
-    fn drop(&mut self) {
-        if !self.committed {
-            if let Some(t) = &self.temp {
-                let _ = std::fs::remove_file(t);
-                release(t);
-            }
-        }
     }
 }
 
