@@ -13,7 +13,7 @@ use polars::prelude::*;
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
-use super::{open_sink, path_str, progress_bar, sink_options};
+use super::{input_paths, metadata_json, open_sink, path_str, progress_bar, sink_options};
 use crate::cli::{DatasetArgs, ExampleIdArg, InputArgs, OutputArgs};
 use crate::CliError;
 
@@ -333,24 +333,14 @@ fn metadata(r: &DatasetRun<'_>, files: usize, shard: Option<Shard>) -> String {
     options["partition_by"] = json!(d.partition_by);
     options["max_rows_per_file"] = json!(d.max_rows_per_file);
     options["example_id_from"] = json!(format!("{:?}", d.example_id_from).to_lowercase());
-    let inputs = json!({
-        "attn": a.attn.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-        "files": files,
-        "shard": shard.map(|s| format!("{}/{}", s.index, s.count)),
-        "tokens_dir": path_str(&d.tokens_dir),
-        "attn_key": a.attn_key,
-        "global_attn": path_str(&a.global_attn),
-        "attention_mask": path_str(&a.attention_mask),
-        "tokens": path_str(&a.tokens),
-        "vocab": path_str(&a.vocab),
-        "head_importance": path_str(&a.head_importance),
-    });
-    json!({
-        "command": r.command,
-        "inputs": inputs,
-        "shapes": Value::Null,
-        "options": options,
-        "version": env!("CARGO_PKG_VERSION"),
-    })
-    .to_string()
+    let mut inputs = input_paths(a);
+    inputs["attn"] = json!(a
+        .attn
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>());
+    inputs["files"] = json!(files);
+    inputs["shard"] = json!(shard.map(|s| format!("{}/{}", s.index, s.count)));
+    inputs["tokens_dir"] = path_str(&d.tokens_dir);
+    metadata_json(r.command, inputs, Value::Null, options)
 }

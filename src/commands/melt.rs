@@ -4,7 +4,7 @@ use ingest::{TensorFile, Tokens};
 use melt_frames::{MeltFrames, MeltOptions};
 use serde_json::json;
 
-use super::{open_sink, path_str, progress_bar};
+use super::{metadata_json, open_sink, path_str, progress_bar};
 use crate::cli::MeltArgs;
 use crate::CliError;
 
@@ -32,16 +32,12 @@ pub fn melt(a: &MeltArgs, show_progress: bool) -> Result<(), CliError> {
         },
     )
     .map_err(usage_if_axes)?;
-    sink.set_metadata(
-        json!({
-            "command": "melt",
-            "inputs": {"attn": a.attn.display().to_string(), "attn_key": a.attn_key, "tokens": path_str(&a.tokens)},
-            "shapes": {"attn": tensor.shape, "dtype": tensor.element.name()},
-            "options": {"axes": axes},
-            "version": env!("CARGO_PKG_VERSION"),
-        })
-        .to_string(),
-    );
+    sink.set_metadata(metadata_json(
+        "melt",
+        json!({"attn": a.attn.display().to_string(), "attn_key": a.attn_key, "tokens": path_str(&a.tokens)}),
+        json!({"attn": tensor.shape, "dtype": tensor.element.name()}),
+        json!({"axes": axes}),
+    ));
     let bar = progress_bar(show_progress, frames.progress().1, "values");
     let empty = frames.empty()?;
     while let Some(chunk) = frames.next() {

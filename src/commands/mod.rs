@@ -245,7 +245,12 @@ pub(crate) fn path_str(p: &Option<std::path::PathBuf>) -> Value {
 
 /// The `attnframes` metadata: command, inputs, shapes, options, version.
 pub(crate) fn metadata(command: &str, a: &InputArgs, input: &Input, options: Value) -> String {
-    let inputs = json!({
+    metadata_json(command, input_paths(a), input.shapes(), options)
+}
+
+/// The input files of a one-file run, as given.
+pub(crate) fn input_paths(a: &InputArgs) -> Value {
+    json!({
         "attn": a.attn().display().to_string(),
         "attn_key": a.attn_key,
         "global_attn": path_str(&a.global_attn),
@@ -255,11 +260,15 @@ pub(crate) fn metadata(command: &str, a: &InputArgs, input: &Input, options: Val
         "input_ids": path_str(&a.input_ids),
         "vocab": path_str(&a.vocab),
         "head_importance": path_str(&a.head_importance),
-    });
+    })
+}
+
+/// The metadata JSON from its parts.
+pub(crate) fn metadata_json(command: &str, inputs: Value, shapes: Value, options: Value) -> String {
     json!({
         "command": command,
         "inputs": inputs,
-        "shapes": input.shapes(),
+        "shapes": shapes,
         "options": options,
         "version": env!("CARGO_PKG_VERSION"),
     })
