@@ -7,7 +7,7 @@ use polars::prelude::*;
 
 use crate::kmeans::Clustering;
 use crate::svm::ClusterCoefficients;
-use crate::Result;
+use crate::{ClusterError, Result};
 
 /// Which valid query rows are clustered: all, or the interleaved halves the clustering
 /// notebook treats separately (even positions = its x queries, odd = its y queries).
@@ -66,6 +66,20 @@ impl HeadRows {
                 flat.extend(keys.iter().map(|&k| row[k as usize] as f64));
             }
         })?;
+        // By the NaN rule a NaN enters every distance, so no cluster can hold its row; refuse
+        // it as scikit-learn's KMeans does, naming the first such row.
+        if let Some(i) = flat.iter().position(|v| v.is_nan()) {
+            return Err(ClusterError::Input {
+                path: source.display().to_string(),
+                reason: format!(
+                    "the row of query position {} (batch {}, layer {}, head {}) holds NaN: KMeans needs rows of numbers",
+                    positions[i / keys.len().max(1)],
+                    slab.batch,
+                    slab.layer,
+                    slab.head
+                ),
+            });
+        }
         let values = Array2::from_shape_vec((positions.len(), keys.len()), flat)
             .expect("one value per (row, valid key)");
         Ok(HeadRows {

@@ -58,10 +58,23 @@ impl Colormap {
         }
     }
 
-    /// The colour at `t` ∈ [0, 1] (clamped; NaN is the lowest colour).
+    /// The colour of a NaN cell (matplotlib's "bad" colour): one the map itself never takes,
+    /// so that a NaN is not read as a low or high value.
+    pub fn bad(self) -> [u8; 3] {
+        match self {
+            Colormap::Viridis | Colormap::NipySpectral => [255, 255, 255],
+            Colormap::Purples => [255, 165, 0],
+            Colormap::RdBu => [128, 128, 128],
+        }
+    }
+
+    /// The colour at `t` ∈ [0, 1] (clamped; NaN is [`Colormap::bad`]).
     pub fn rgb(self, t: f32) -> [u8; 3] {
         let a = self.anchors();
-        let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
+        if t.is_nan() {
+            return self.bad();
+        }
+        let t = t.clamp(0.0, 1.0);
         let x = t * (a.len() - 1) as f32;
         let i = (x.floor() as usize).min(a.len() - 2);
         let f = x - i as f32;
@@ -85,6 +98,6 @@ mod tests {
         assert_eq!(Colormap::Viridis.rgb(0.5), [0x21, 0x91, 0x8c]);
         assert_eq!(Colormap::RdBu.rgb(0.5), [0xf7, 0xf7, 0xf7]);
         assert_eq!(Colormap::NipySpectral.rgb(2.0), [0xcc, 0xcc, 0xcc]);
-        assert_eq!(Colormap::Purples.rgb(f32::NAN), [0xfc, 0xfb, 0xfd]);
+        assert_eq!(Colormap::Purples.rgb(f32::NAN), [255, 165, 0]);
     }
 }

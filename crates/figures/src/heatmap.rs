@@ -520,7 +520,9 @@ fn annotate_cells<DB: DrawingBackend>(
 
 /// `v` on the scale `lo..hi` as 0..1; a scale of zero width puts everything in the middle.
 pub(crate) fn scaled(v: f32, lo: f32, hi: f32) -> f32 {
-    if hi > lo {
+    if v.is_nan() {
+        f32::NAN
+    } else if hi > lo {
         (v - lo) / (hi - lo)
     } else {
         0.5

@@ -13,6 +13,7 @@ pub struct RowSums {
     pub total: f64,
     /// Σ a·|q − k| (only when key positions were given).
     pub distance: f64,
+    /// The largest value, NaN skipped (NaN when every value is NaN).
     pub max: f32,
 }
 
@@ -54,11 +55,12 @@ fn row_sums_lanes(
     floor: f32,
 ) -> RowSums {
     let base = first_key.map_or(0.0, |k| k as f32) - q as f32;
+    // `f32::max` skips NaN, so a NaN start stays only where every value is NaN.
     let mut out = RowSums {
-        max: f32::NEG_INFINITY,
+        max: f32::NAN,
         ..RowSums::default()
     };
-    let mut max = [f32::NEG_INFINITY; LANES];
+    let mut max = [f32::NAN; LANES];
     for (b, block) in values.chunks(BLOCK).enumerate() {
         let mut entropy = [0f32; LANES];
         let mut total = [0f32; LANES];

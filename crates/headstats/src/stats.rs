@@ -42,8 +42,12 @@ pub struct HeadStats {
     pub sep_mass: Option<f64>,
     pub punct_mass: Option<f64>,
     pub sink_alpha0: f64,
-    pub sink: bool,
-    pub max_attention: f64,
+    /// `sink_alpha0` above the threshold; `None` when α₀ is NaN.
+    pub sink: Option<bool>,
+    /// The largest entry, NaN skipped; `None` when the head has no number.
+    pub max_attention: Option<f64>,
+    /// The key with the largest column sum (lower position on ties), NaN sums skipped;
+    /// `None` when every column sum is NaN.
     pub argmax_position: Option<u32>,
     pub prev_token_score: f64,
     pub duplicate_token_score: Option<f64>,
@@ -182,7 +186,7 @@ fn one_head(
     let mut col = vec![0f64; src.dims().keys];
     let mut s = Sums {
         causal: true,
-        max: f64::NEG_INFINITY,
+        max: f64::NAN,
         ..Default::default()
     };
     // Contiguous valid keys (the usual right-padding) are read as one slice.
@@ -289,6 +293,7 @@ fn finish(
     let argmax_position = keys
         .iter()
         .copied()
+        .filter(|&k| !col[k as usize].is_nan())
         .fold(None, |best: Option<u32>, k| match best {
             Some(b) if col[b as usize] >= col[k as usize] => Some(b),
             _ => Some(k),
@@ -308,8 +313,8 @@ fn finish(
         sep_mass: bk.classes.as_ref().map(|_| mean(s.classes[1])),
         punct_mass: bk.classes.as_ref().map(|_| mean(s.classes[2])),
         sink_alpha0: alpha0,
-        sink: alpha0 > threshold,
-        max_attention: if s.rows == 0 { f64::NAN } else { s.max },
+        sink: (!alpha0.is_nan()).then(|| alpha0 > threshold),
+        max_attention: (!s.max.is_nan()).then_some(s.max),
         argmax_position,
         prev_token_score: ratio(s.prev_mass),
         duplicate_token_score: bk.duplicate.as_ref().map(|_| ratio(s.duplicate)),
@@ -351,8 +356,9 @@ pub fn stats_frame(stats: &[HeadStats]) -> Result<DataFrame> {
             opt("sep_mass", &|s| s.sep_mass),
             opt("punct_mass", &|s| s.punct_mass),
             f("sink_alpha0", &|s| s.sink_alpha0),
-            flag("sink", &|s| s.sink),
-            f("max_attention", &|s| s.max_attention),
+            BooleanChunked::from_iter_options("sink".into(), stats.iter().map(|s| s.sink))
+                .into_column(),
+            opt("max_attention", &|s| s.max_attention),
             UInt32Chunked::from_iter_options(
                 "argmax_position".into(),
                 stats.iter().map(|s| s.argmax_position),

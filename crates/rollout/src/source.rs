@@ -128,10 +128,11 @@ impl<'a, S: RowSource> RolloutSource<'a, S> {
         buf: &mut SlabBuffer,
     ) -> Result<()> {
         let n = out.nrows();
+        // Max and min start at NaN, which `f64::max`/`min` replace by the first number: NaN
+        // entries are skipped, and an entry NaN in every head stays NaN (the NaN rule).
         out.fill(match self.fuse {
             Fuse::Mean => 0.0,
-            Fuse::Max => f64::NEG_INFINITY,
-            Fuse::Min => f64::INFINITY,
+            Fuse::Max | Fuse::Min => f64::NAN,
         });
         let keys = self.inner.valid_keys(b);
         let fuse = self.fuse;
@@ -171,7 +172,7 @@ impl<'a, S: RowSource> RolloutSource<'a, S> {
     }
 
     /// `batch, layer, position, token, relevance` for every slab read so far (in slab order):
-    /// relevance = max over queries of J_l[q, k].
+    /// relevance = max over queries of J_l[q, k], NaN skipped (null when every entry is NaN).
     pub fn relevance_frame(&self) -> Result<DataFrame> {
         let chain = self.chain.lock().expect("rollout chain");
         let tokens = self.inner.tokens();
@@ -194,7 +195,12 @@ impl<'a, S: RowSource> RolloutSource<'a, S> {
                 UInt16Chunked::from_vec("layer".into(), layer).into_column(),
                 UInt32Chunked::from_vec("position".into(), position).into_column(),
                 StringChunked::from_iter_options("token".into(), token.into_iter()).into_column(),
-                Float64Chunked::from_vec("relevance".into(), value).into_column(),
+                // A key whose column is NaN throughout has no maximum: null.
+                Float64Chunked::from_iter_options(
+                    "relevance".into(),
+                    value.into_iter().map(|v| (!v.is_nan()).then_some(v)),
+                )
+                .into_column(),
             ],
         )?)
     }
@@ -262,7 +268,7 @@ impl<S: RowSource> RowSource for RolloutSource<'_, S> {
             })?;
         let positions = self.inner.valid_keys(s.batch);
         let mut row = vec![0f32; self.inner.dims().keys];
-        let mut relevance = vec![f64::NEG_INFINITY; positions.len()];
+        let mut relevance = vec![f64::NAN; positions.len()];
         for (i, (&q, j)) in positions
             .iter()
             .zip(chain.joint.axis_iter(Axis(0)))

@@ -138,7 +138,16 @@ fn zero_below(v: &[f64], threshold: f64) -> Vec<f64> {
 }
 
 /// All metrics for attributions `attr` (signed) and attention `att` over the same positions.
+/// A NaN in either vector enters every metric, so each is NaN (scipy's `nan_policy=
+/// "propagate"`), and no position is in a top set.
 pub fn compare(attr: &[f64], att: &[f64], p: f64) -> Comparison {
+    if attr.iter().chain(att).any(|x| x.is_nan()) {
+        return Comparison {
+            values: [f64::NAN; 11],
+            attribution_top: vec![0.0; attr.len()],
+            attention_top: vec![0.0; att.len()],
+        };
+    }
     let abs: Vec<f64> = attr.iter().map(|x| x.abs()).collect();
     let (an, tn) = (minmax(&abs), minmax(att));
     let median = |v: &[f64]| percentile(v, 50.0);

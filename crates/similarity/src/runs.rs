@@ -228,7 +228,12 @@ const LANES: usize = 8;
 
 #[inline(always)]
 fn segment_sums_portable(xa: &[f32], xb: &[f32]) -> Sums {
+    // Sums start at 0; maxima at NaN, which `f64::max` replaces by the first number, so that
+    // NaN entries are skipped and a segment without a number keeps NaN (the NaN rule).
     let mut lanes = [[0f64; LANES]; 9];
+    for maxima in &mut lanes[6..] {
+        *maxima = [f64::NAN; LANES];
+    }
     let (ca, cb) = (xa.chunks_exact(LANES), xb.chunks_exact(LANES));
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (ya, yb) in ca.zip(cb) {
@@ -267,10 +272,10 @@ fn segment_sums_portable(xa: &[f32], xb: &[f32]) -> Sums {
         aa: sum(&lanes[3]),
         bb: sum(&lanes[4]),
         abs_diff: sum(&lanes[5]),
-        max_diff: lanes[6].iter().copied().fold(0.0, f64::max),
+        max_diff: lanes[6].iter().copied().fold(f64::NAN, f64::max),
         jsd: jsd_sum(xa, xb),
-        max_a: lanes[7].iter().copied().fold(0.0, f64::max),
-        max_b: lanes[8].iter().copied().fold(0.0, f64::max),
+        max_a: lanes[7].iter().copied().fold(f64::NAN, f64::max),
+        max_b: lanes[8].iter().copied().fold(f64::NAN, f64::max),
     }
 }
 
@@ -291,7 +296,12 @@ impl<'b> SlabAccumulator<'b> {
         SlabAccumulator {
             blocks,
             b_block: (0..c).map(|j| blocks.b_position[j * w] / w).collect(),
-            total: Sums::default(),
+            total: Sums {
+                max_diff: f64::NAN,
+                max_a: f64::NAN,
+                max_b: f64::NAN,
+                ..Sums::default()
+            },
             block_sums: [vec![0f64; c * c], vec![0f64; c * c]],
         }
     }
@@ -342,6 +352,15 @@ impl<'b> SlabAccumulator<'b> {
             blocks: self.block_sums,
         }
     }
+}
+
+/// A column of maxima: NaN (no number seen) is null, by the NaN rule.
+fn maxima(name: &str, values: Vec<f64>) -> Column {
+    Float64Chunked::from_iter_options(
+        name.into(),
+        values.into_iter().map(|v| (!v.is_nan()).then_some(v)),
+    )
+    .into_column()
 }
 
 /// What [`compare_runs`] returns.
@@ -412,11 +431,11 @@ pub fn compare_runs(
             Float64Chunked::from_vec("cosine".into(), cos).into_column(),
             Float64Chunked::from_vec("pearson".into(), pear).into_column(),
             Float64Chunked::from_vec("mean_abs_diff".into(), mean_abs).into_column(),
-            Float64Chunked::from_vec("max_abs_diff".into(), max_abs).into_column(),
+            maxima("max_abs_diff", max_abs),
             Float64Chunked::from_vec("jsd_mean".into(), jsd).into_column(),
             Float64Chunked::from_vec("tvd_mean".into(), tvd).into_column(),
-            Float64Chunked::from_vec("max_attention_a".into(), max_a).into_column(),
-            Float64Chunked::from_vec("max_attention_b".into(), max_b).into_column(),
+            maxima("max_attention_a", max_a),
+            maxima("max_attention_b", max_b),
         ],
     )?;
     let m = blk.0.len();
