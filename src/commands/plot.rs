@@ -208,11 +208,11 @@ fn text_heatmap(src: &impl RowSource, kind: Output) -> Result<Vec<u8>, CliError>
         .map(|v| v.unwrap_or(f32::NAN))
         .collect();
     let batch = src.slabs()[0].batch;
-    let tokens = labels(src, batch, &positions);
+    let pieces = ingest::word_pieces(&labels(src, batch, &positions));
     let doc = match kind {
-        Output::Latex => figures::text_heatmap_latex(&tokens, &weights),
+        Output::Latex => figures::text_heatmap_latex(&pieces, &weights),
         _ => figures::text_heatmap_html(
-            &tokens,
+            &pieces,
             &weights,
             &format!("Attention received, batch row {batch}"),
         ),

@@ -1,35 +1,39 @@
 //! Token text heatmaps: each token's background shows its weight, as HTML for browsers and
-//! as LaTeX (`\colorbox` per token) for papers.
+//! as LaTeX (`\colorbox` per token) for papers. Which pieces join into words, and how each reads,
+//! is the word rule's ([`ingest::word_pieces`]).
 
-/// A token as shown in running text: its visible text and whether it joins the previous
-/// token without a space (a WordPiece `##piece`). SentencePiece/BPE word-start markers
-/// (`▁`, `Ġ`) are dropped.
-fn pieces(tokens: &[String]) -> Vec<(String, bool)> {
-    tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| match t.strip_prefix("##") {
-            Some(rest) if i > 0 && !rest.is_empty() => (rest.to_string(), true),
-            _ => (t.trim_start_matches(['▁', 'Ġ']).to_string(), false),
-        })
-        .collect()
-}
+use ingest::Piece;
 
-/// Min-max normalised weights (all 0 when they are all equal; NaN counts as 0).
+/// Min-max normalised weights (all 0 when they are all equal). NaN stays NaN: by the NaN rule
+/// it is skipped by the minimum and maximum, and its token is shown without a colour.
 fn normalised(weights: &[f32]) -> Vec<f32> {
-    let finite = weights.iter().filter(|w| w.is_finite());
-    let lo = finite.clone().fold(f32::INFINITY, |a, &b| a.min(b));
-    let hi = finite.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let numbers = weights.iter().filter(|w| !w.is_nan());
+    let lo = numbers.clone().fold(f32::INFINITY, |a, &b| a.min(b));
+    let hi = numbers.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
     weights
         .iter()
         .map(|&w| {
-            if hi > lo && w.is_finite() {
-                (w - lo) / (hi - lo)
+            if w.is_nan() {
+                f32::NAN
+            } else if hi > lo {
+                ((w - lo) / (hi - lo)).clamp(0.0, 1.0)
             } else {
                 0.0
             }
         })
         .collect()
+}
+
+/// What goes between the previous piece and this one: nothing inside a word, a space
+/// between words, and nothing around a whitespace piece (it shows its own whitespace).
+fn separator(pieces: &[Piece], i: usize) -> &'static str {
+    let joined =
+        i == 0 || !pieces[i].starts_word || pieces[i].whitespace || pieces[i - 1].whitespace;
+    if joined {
+        ""
+    } else {
+        " "
+    }
 }
 
 fn html_escape(s: &str) -> String {
@@ -47,20 +51,26 @@ fn html_escape(s: &str) -> String {
     out
 }
 
-/// An HTML page: the tokens in order, each on a red background whose opacity is its
-/// min-max normalised weight, a legend, and `title` as heading. The text wraps with the window.
-pub fn text_heatmap_html(tokens: &[String], weights: &[f32], title: &str) -> String {
+/// An HTML page: the pieces in order (words as the word rule joins them, line breaks where a
+/// piece holds a newline), each on a red background whose opacity is its min-max normalised
+/// weight (NaN: no colour, "NaN" in its tooltip), a legend, and `title` as heading. The text
+/// wraps with the window.
+pub fn text_heatmap_html(pieces: &[Piece], weights: &[f32], title: &str) -> String {
     let mut body = String::new();
-    for (i, ((text, glued), w)) in pieces(tokens).iter().zip(normalised(weights)).enumerate() {
-        if i > 0 && !glued {
-            body.push(' ');
+    for (i, (piece, w)) in pieces.iter().zip(normalised(weights)).enumerate() {
+        body.push_str(separator(pieces, i));
+        let text = if piece.whitespace {
+            html_escape(&piece.text).replace('\n', "<br>")
+        } else {
+            html_escape(&piece.text)
+        };
+        if w.is_nan() {
+            body.push_str(&format!("<span class=\"tok\" title=\"NaN\">{text}</span>"));
+        } else {
+            body.push_str(&format!(
+                "<span class=\"tok\" style=\"background-color: rgba(255, 0, 0, {w:.3})\" title=\"{w:.4}\">{text}</span>"
+            ));
         }
-        body.push_str(&format!(
-            "<span class=\"tok\" style=\"background-color: rgba(255, 0, 0, {:.3})\" title=\"{:.4}\">{}</span>",
-            w,
-            w,
-            html_escape(text)
-        ));
     }
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{t}</title>\n<style>\n\
@@ -76,7 +86,24 @@ span.tok {{ padding: 0.1em 0.05em; border-radius: 0.2em; }}\n\
     )
 }
 
-/// LaTeX escaping of every character that is special in running text.
+/// Whether pdflatex with `T1` fonts and `utf8` input shows `c`: printable ASCII, Latin-1,
+/// Latin Extended-A but the nine letters `t1enc.dfu` leaves out (Ħ ħ ĸ Ŀ ŀ ŉ Ŧ ŧ ſ), and the
+/// dashes, quotes, bullet and euro sign of `ts1enc.dfu`.
+fn latex_shows(c: char) -> bool {
+    const UNDEFINED: [u32; 9] = [
+        0x126, 0x127, 0x138, 0x13F, 0x140, 0x149, 0x166, 0x167, 0x17F,
+    ];
+    match c as u32 {
+        0x20..=0x7E => true,
+        u @ 0xA0..=0x17F => !UNDEFINED.contains(&u),
+        0x2013 | 0x2014 | 0x2018 | 0x2019 | 0x201C | 0x201D | 0x2022 | 0x20AC => true,
+        _ => false,
+    }
+}
+
+/// LaTeX for running text: every special character escaped, whitespace as a space, and a
+/// character the font cannot show (CJK, emoji, other scripts) replaced visibly by its code
+/// point in a box, `[U+4E2D]`, so that the document always compiles.
 pub fn latex_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -88,28 +115,45 @@ pub fn latex_escape(s: &str) -> String {
             }
             '^' => out.push_str("\\textasciicircum{}"),
             '~' => out.push_str("\\textasciitilde{}"),
-            _ => out.push(c),
+            '<' => out.push_str("\\textless{}"),
+            '>' => out.push_str("\\textgreater{}"),
+            '|' => out.push_str("\\textbar{}"),
+            c if c.is_whitespace() => out.push(' '),
+            c if latex_shows(c) => out.push(c),
+            c => out.push_str(&format!("\\fbox{{\\scriptsize U+{:04X}}}", c as u32)),
         }
     }
     out
 }
 
-/// A standalone LaTeX document: one `\colorbox{red!P}{\strut token}` per token, P = the
-/// min-max normalised weight × 100, wrapping within a 16 cm paragraph (pdflatex, `xcolor`).
-pub fn text_heatmap_latex(tokens: &[String], weights: &[f32]) -> String {
+/// A standalone LaTeX document: one `\colorbox{red!P}{\strut piece}` per piece, P = the
+/// min-max normalised weight × 100 (a NaN weight: no box), words joined as the word rule says,
+/// a line break where a piece holds a newline, wrapping on an A4 page. It compiles with pdflatex
+/// and Debian's `texlive-latex-base` + `texlive-latex-recommended` alone.
+pub fn text_heatmap_latex(pieces: &[Piece], weights: &[f32]) -> String {
     let mut body = String::new();
-    for (i, ((text, glued), w)) in pieces(tokens).iter().zip(normalised(weights)).enumerate() {
-        if i > 0 && !glued {
+    for (i, (piece, w)) in pieces.iter().zip(normalised(weights)).enumerate() {
+        if separator(pieces, i) == " " {
             body.push_str(" \n");
         }
-        body.push_str(&format!(
-            "\\colorbox{{red!{:.1}}}{{\\strut {}}}",
-            w * 100.0,
-            latex_escape(text)
-        ));
+        if piece.whitespace {
+            body.push_str(if piece.text.contains('\n') {
+                "\\newline\n"
+            } else {
+                " \n"
+            });
+        } else if w.is_nan() {
+            body.push_str(&format!("{{\\strut {}}}", latex_escape(&piece.text)));
+        } else {
+            body.push_str(&format!(
+                "\\colorbox{{red!{:.1}}}{{\\strut {}}}",
+                w * 100.0,
+                latex_escape(&piece.text)
+            ));
+        }
     }
     format!(
-        "\\documentclass[varwidth=16cm]{{standalone}}\n\\usepackage[utf8]{{inputenc}}\n\\usepackage{{xcolor}}\n\
+        "\\documentclass{{article}}\n\\usepackage[a4paper,margin=2cm]{{geometry}}\n\\pagestyle{{empty}}\n\\usepackage[T1]{{fontenc}}\n\\usepackage[utf8]{{inputenc}}\n\\usepackage{{lmodern}}\n\\usepackage{{xcolor}}\n\
 \\begin{{document}}\n{{\\setlength{{\\fboxsep}}{{1pt}}\\raggedright\n{body}\n}}\n\\end{{document}}\n"
     )
 }
@@ -118,22 +162,30 @@ pub fn text_heatmap_latex(tokens: &[String], weights: &[f32]) -> String {
 mod tests {
     use super::*;
 
-    fn toks(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
+    fn pieces(v: &[&str]) -> Vec<Piece> {
+        ingest::word_pieces(v)
     }
 
     #[test]
     fn every_latex_special_character_is_escaped() {
         assert_eq!(
-            latex_escape(r"a#b%c&d_e^f{g}h\i~j$k"),
-            r"a\#b\%c\&d\_e\textasciicircum{}f\{g\}h\textbackslash{}i\textasciitilde{}j\$k"
+            latex_escape(r"a#b%c&d_e^f{g}h\i~j$k<l>m|n"),
+            r"a\#b\%c\&d\_e\textasciicircum{}f\{g\}h\textbackslash{}i\textasciitilde{}j\$k\textless{}l\textgreater{}m\textbar{}n"
+        );
+    }
+
+    #[test]
+    fn characters_the_font_lacks_are_shown_by_code_point() {
+        assert_eq!(
+            latex_escape("é中😀"),
+            r"é\fbox{\scriptsize U+4E2D}\fbox{\scriptsize U+1F600}"
         );
     }
 
     #[test]
     fn wordpiece_pieces_join_their_word() {
         let doc = text_heatmap_latex(
-            &toks(&["the", "play", "##ing", "##"]),
+            &pieces(&["the", "play", "##ing", "##"]),
             &[0.0, 0.5, 1.0, 0.25],
         );
         assert!(
@@ -146,9 +198,30 @@ mod tests {
     }
 
     #[test]
+    fn sentencepiece_and_byte_level_pieces_join_their_word() {
+        let page = text_heatmap_html(&pieces(&["▁wunder", "bar"]), &[0.0, 1.0], "t");
+        assert!(page.contains(">wunder</span><span"), "{page}");
+        let page = text_heatmap_html(
+            &pieces(&["Ġwin", "dows", "Ġcaf", "Ã©", "Ċ", "x"]),
+            &[1.0; 6],
+            "t",
+        );
+        assert!(page.contains(">win</span><span"), "{page}");
+        assert!(page.contains(">é</span>"), "{page}");
+        assert!(page.contains("<br>"), "{page}");
+    }
+
+    #[test]
+    fn a_nan_weight_is_shown_without_colour() {
+        let page = text_heatmap_html(&pieces(&["a", "b", "c"]), &[0.0, f32::NAN, 2.0], "t");
+        assert!(page.contains("title=\"NaN\">b<"), "{page}");
+        assert!(page.contains("rgba(255, 0, 0, 1.000)"), "{page}");
+    }
+
+    #[test]
     fn html_shows_tokens_in_order_and_escaped() {
         let page = text_heatmap_html(
-            &toks(&["[CLS]", "a", "<b>", "▁cat"]),
+            &pieces(&["[CLS]", "a", "<b>", "cat"]),
             &[3.0, 1.0, 2.0, 1.4],
             "t",
         );

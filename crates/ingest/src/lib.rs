@@ -47,6 +47,7 @@ mod selection;
 mod source;
 mod tensor;
 mod tokens;
+mod wordrule;
 mod words;
 
 pub use annotations::{mask_positions, Annotations};

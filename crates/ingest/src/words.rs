@@ -5,6 +5,7 @@ use crate::error::{IngestError, Result};
 use crate::row_source::RowSource;
 use crate::source::{Dims, SlabBuffer, SlabId};
 use crate::tokens::Tokens;
+use crate::wordrule::word_pieces;
 
 /// How a word's row is made from its pieces' rows (attention *from* a word).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,47 +26,20 @@ pub struct Word {
     pub text: String,
 }
 
-/// Groups the valid positions of a token row into words: a WordPiece `##piece` joins the
-/// word before it; in a row that uses SentencePiece/BPE word-start markers (`▁`, `Ġ`), a
-/// token without the marker joins the word before it unless either is a special token
-/// (`[…]` or `<…>`).
+/// Groups the valid positions of a token row into words by the word rule
+/// ([`word_pieces`](crate::word_pieces)): a word's text is its pieces' visible text.
 pub fn group_words(tokens: &[String], valid: &[u32]) -> Vec<Word> {
-    let marked = |t: &str| t.starts_with('▁') || t.starts_with('Ġ');
-    let special = |t: &str| {
-        (t.starts_with('[') && t.ends_with(']') || t.starts_with('<') && t.ends_with('>'))
-            && t.len() > 2
-    };
-    let sentencepiece = valid.iter().any(|&p| marked(&tokens[p as usize]));
+    let row: Vec<&str> = valid.iter().map(|&p| tokens[p as usize].as_str()).collect();
     let mut words: Vec<Word> = Vec::new();
-    for &p in valid {
-        let t = tokens[p as usize].as_str();
-        let joins = match words.last() {
-            None => false,
-            Some(prev) => {
-                let prev_token =
-                    tokens[*prev.pieces.last().expect("a word has pieces") as usize].as_str();
-                if sentencepiece {
-                    !marked(t) && !special(t) && !special(prev_token)
-                } else {
-                    t.len() > 2 && t.starts_with("##")
-                }
-            }
-        };
-        let text = if sentencepiece {
-            t.trim_start_matches(['▁', 'Ġ'])
-        } else if joins {
-            &t[2..]
-        } else {
-            t
-        };
+    for (&p, piece) in valid.iter().zip(word_pieces(&row)) {
         match words.last_mut() {
-            Some(w) if joins => {
+            Some(w) if !piece.starts_word => {
                 w.pieces.push(p);
-                w.text.push_str(text);
+                w.text.push_str(&piece.text);
             }
             _ => words.push(Word {
                 pieces: vec![p],
-                text: text.to_string(),
+                text: piece.text,
             }),
         }
     }
