@@ -77,9 +77,12 @@ pub struct InputArgs {
     /// Axis letters L B H Q K (default LBHQK for 5-D, HQK for 3-D, QK for 2-D; 4-D needs it).
     #[arg(long)]
     pub layout: Option<String>,
-    /// (B,S) padding mask, 0 = padding: padded queries and keys are left out.
+    /// (B,S) HF attention_mask, 1 = real token, 0 = padding: padded queries and keys are left out.
     #[arg(long)]
     pub attention_mask: Option<PathBuf>,
+    /// (B,S) PyTorch key_padding_mask / src_key_padding_mask, True (nonzero) = padding.
+    #[arg(long, conflicts_with = "attention_mask")]
+    pub padding_mask: Option<PathBuf>,
     /// Tokens: .txt (one per line) or .json (a list, or a list of lists per batch row).
     #[arg(long, conflicts_with = "input_ids")]
     pub tokens: Option<PathBuf>,
@@ -101,12 +104,17 @@ pub struct InputArgs {
     /// Batch rows to use, e.g. 2.
     #[arg(long)]
     pub batch: Option<String>,
-    /// Accept NaN/Inf in attention (ranked last) instead of failing.
+    /// Accept NaN/Inf in attention instead of failing; NaN is then skipped by max/min/argmax,
+    /// makes every sum it enters NaN, and ranks last (the README's NaN rule).
     #[arg(long)]
     pub allow_nan: bool,
     /// Longformer global attentions (L,B,H,S_pad,x): --attn is then HF's sliding-window tensor.
     #[arg(long)]
     pub global_attn: Option<PathBuf>,
+    /// --attn is HF Longformer's sliding-window tensor (L,B,H,S,x+w+1); without --global-attn
+    /// it has no global token (x = 0), as LongformerModel returns without a global_attention_mask.
+    #[arg(long)]
+    pub sliding_window: bool,
     /// (B,S) HF global_attention_mask, nonzero = global (needed when x > 1).
     #[arg(long, requires = "global_attn")]
     pub global_mask: Option<PathBuf>,
@@ -123,6 +131,11 @@ impl InputArgs {
     /// The attention file of a one-file run (the first given).
     pub fn attn(&self) -> &std::path::Path {
         &self.attn[0]
+    }
+
+    /// The input is HF Longformer's sliding-window format (with or without global tokens).
+    pub fn longformer(&self) -> bool {
+        self.global_attn.is_some() || self.sliding_window
     }
 }
 
@@ -319,7 +332,8 @@ pub struct MeltArgs {
     /// Array name inside .npz/.safetensors.
     #[arg(long)]
     pub attn_key: Option<String>,
-    /// One column name per axis, e.g. layer,head,position,dim (layer/head are u16, others u32).
+    /// One column name per axis, e.g. layer,head,position,dim (layer/head are u16, others u32);
+    /// '' for a 0-d tensor (one value, one row).
     #[arg(long)]
     pub axes: String,
     /// Tokens (.txt or .json): axes named position / query_position get token / query_token.

@@ -82,9 +82,9 @@ pub(crate) fn run(
     r: DatasetRun<'_>,
     frames_of: impl Fn(&InputArgs, &mut Vec<DataFrame>) -> Result<(DataFrame, Dims), CliError> + Sync,
 ) -> Result<(), CliError> {
-    if r.input.global_attn.is_some() {
+    if r.input.longformer() {
         return Err(CliError::usage(
-            "--global-attn: a Longformer input is one file pair; run it file by file",
+            "--global-attn/--sliding-window: a Longformer input is one file (pair); run it file by file",
         ));
     }
     let per_file = |args: &InputArgs| {

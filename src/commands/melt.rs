@@ -13,7 +13,11 @@ use crate::CliError;
 const FORTRAN_IN_MEMORY: u64 = 1 << 30;
 
 pub fn melt(a: &MeltArgs, show_progress: bool) -> Result<(), CliError> {
-    let axes: Vec<String> = a.axes.split(',').map(|n| n.trim().to_string()).collect();
+    // `--axes ''` names no axis: a 0-d tensor (one value) melts to one row.
+    let axes: Vec<String> = match a.axes.trim() {
+        "" => Vec::new(),
+        names => names.split(',').map(|n| n.trim().to_string()).collect(),
+    };
     let mut sink = open_sink(&a.output)?;
     let mut tensor = TensorFile::open(&a.attn, a.attn_key.as_deref())?;
     if tensor.fortran_order && tensor.data_bytes()? <= FORTRAN_IN_MEMORY {

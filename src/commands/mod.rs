@@ -172,6 +172,7 @@ pub(crate) fn source_options(a: &InputArgs) -> SourceOptions {
         attn_key: a.attn_key.clone(),
         layout: a.layout.clone(),
         attention_mask: a.attention_mask.clone(),
+        padding_mask: a.padding_mask.clone(),
         tokens: match (&a.tokens, &a.input_ids, &a.vocab) {
             (Some(t), _, _) => TokenSpec::File(t.clone()),
             (None, Some(ids), Some(vocab)) => TokenSpec::Ids {
@@ -187,6 +188,8 @@ pub(crate) fn source_options(a: &InputArgs) -> SourceOptions {
         allow_nan: a.allow_nan,
     }
 }
+
+const MASK_INVERTED: &str = "the mask looks inverted: the positions it keeps receive no attention while those it drops do; HF's attention_mask (--attention-mask) uses 1 for real tokens, PyTorch's key_padding_mask (--padding-mask) uses True for padding";
 
 /// The opened input: a dense tensor, or Longformer's sliding-window and global tensors.
 pub(crate) enum Input {
@@ -206,14 +209,30 @@ pub(crate) fn open_input(a: &InputArgs) -> Result<Input, CliError> {
         ));
     }
     let opts = source_options(a);
-    Ok(match &a.global_attn {
-        None => Input::Dense(AttentionSource::open(&opts)?),
-        Some(g) => Input::Longformer(SlidingWindowAttention::open(
+    let input = if a.longformer() {
+        Input::Longformer(SlidingWindowAttention::open(
             &opts,
-            g,
+            a.global_attn.as_deref(),
             a.global_mask.as_deref(),
-        )?),
-    })
+        )?)
+    } else {
+        let src = AttentionSource::open(&opts)?;
+        if let Some(hint) = src.sliding_window_hint() {
+            eprintln!("warning: {hint}");
+        }
+        Input::Dense(src)
+    };
+    let inverted = match &input {
+        Input::Dense(src) => ingest::mask_looks_inverted(src)?,
+        Input::Longformer(src) => ingest::mask_looks_inverted(src)?,
+    };
+    if let (true, Some(mask)) = (
+        inverted,
+        opts.attention_mask.as_ref().or(opts.padding_mask.as_ref()),
+    ) {
+        return Err(ingest::IngestError::invalid(mask, MASK_INVERTED).into());
+    }
+    Ok(input)
 }
 
 impl Input {
@@ -223,7 +242,7 @@ impl Input {
                 "attn": s.tensor.shape, "layout": s.layout.letters(), "dtype": s.tensor.element.name(),
             }),
             Input::Longformer(s) => json!({
-                "attn": s.sliding.shape, "global_attn": s.global.shape, "layout": "LBHQK",
+                "attn": s.sliding.shape, "global_attn": s.global.as_ref().map(|g| &g.shape), "layout": "LBHQK",
                 "dtype": s.sliding.element.name(), "window": s.w, "global_slots": s.x,
             }),
         }
@@ -256,6 +275,7 @@ pub(crate) fn input_paths(a: &InputArgs) -> Value {
         "global_attn": path_str(&a.global_attn),
         "global_mask": path_str(&a.global_mask),
         "attention_mask": path_str(&a.attention_mask),
+        "padding_mask": path_str(&a.padding_mask),
         "tokens": path_str(&a.tokens),
         "input_ids": path_str(&a.input_ids),
         "vocab": path_str(&a.vocab),
@@ -482,14 +502,14 @@ fn received_on(
 
 fn dense(a: &DenseArgs, show_progress: bool) -> Result<(), CliError> {
     no_words(&a.input, "dense")?;
-    if a.input.global_attn.is_none() {
+    if !a.input.longformer() {
         return Err(CliError::usage(
-            "dense needs --global-attn (the HF Longformer sliding-window format)",
+            "dense needs --global-attn or --sliding-window (the HF Longformer sliding-window format)",
         ));
     }
     let mut out = AtomicOutput::create(&a.output)?;
     let Input::Longformer(src) = open_input(&a.input)? else {
-        unreachable!("--global-attn opens a Longformer input")
+        unreachable!("--global-attn and --sliding-window open a Longformer input")
     };
     let bar = progress_bar(show_progress, src.slabs().len() as u64, "slabs");
     let written = longformer_dense::write_dense(&src, &mut out, |done| bar.set_position(done));
@@ -581,9 +601,9 @@ pub(crate) fn channel_list(spec: &str) -> Vec<String> {
 
 fn compare(a: &CompareArgs) -> Result<(), CliError> {
     no_words(&a.input, "compare")?;
-    if a.input.global_attn.is_some() {
+    if a.input.longformer() {
         return Err(CliError::usage(
-            "compare takes dense attention runs (no --global-attn)",
+            "compare takes dense attention runs (no --global-attn or --sliding-window)",
         ));
     }
     let sink = open_sink(&a.output)?;

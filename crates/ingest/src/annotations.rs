@@ -51,11 +51,22 @@ impl Annotations {
             .into_iter()
             .map(|i| i as u32)
             .collect();
-        let (valid_keys, valid_queries) = match &opts.attention_mask {
-            Some(p) => {
-                let v = read_mask(p, nb, nq, nk)?;
-                (v.clone(), v)
-            }
+        let valid = match (&opts.attention_mask, &opts.padding_mask) {
+            (Some(_), Some(p)) => bail!(
+                p,
+                "give one mask: an attention mask (1 = real token) or a padding mask (True = padding), not both"
+            ),
+            (Some(p), None) => Some(read_mask(p, nb, nq, nk)?),
+            (None, Some(p)) => Some(
+                read_mask(p, nb, nq, nk)?
+                    .into_iter()
+                    .map(|padded| complement(&padded, nk))
+                    .collect(),
+            ),
+            (None, None) => None,
+        };
+        let (valid_keys, valid_queries) = match valid {
+            Some(v) => (v.clone(), v),
             None => (
                 vec![(0..nk as u32).collect(); nb],
                 vec![(0..nq as u32).collect(); nb],
@@ -168,6 +179,13 @@ fn square(path: &Path, nq: usize, nk: usize) -> Result<usize> {
         );
     }
     Ok(nq)
+}
+
+/// The positions `0..n` not in `positions` (both ascending).
+fn complement(positions: &[u32], n: usize) -> Vec<u32> {
+    (0..n as u32)
+        .filter(|p| positions.binary_search(p).is_err())
+        .collect()
 }
 
 fn read_mask(path: &Path, batch: usize, nq: usize, nk: usize) -> Result<Vec<Vec<u32>>> {

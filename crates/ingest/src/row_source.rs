@@ -71,3 +71,37 @@ pub trait RowSource: Sync {
             .collect())
     }
 }
+
+/// Whether the padding mask of `src` looks inverted (PyTorch's `key_padding_mask`, True =
+/// padding, given where HF's `attention_mask`, 1 = real token, was meant — or the reverse):
+/// in the first selected slab of every batch row with padding, the valid queries give the
+/// valid keys no attention (at most 1e-6 of the rest) while the padded keys receive some.
+/// Softmax attention under a right mask never does that. `false` when no row has padding or
+/// the source cannot be read twice (a stream).
+pub fn mask_looks_inverted(src: &impl RowSource) -> Result<bool> {
+    if !src.is_seekable() {
+        return Ok(false);
+    }
+    let keys = src.dims().keys;
+    let mut slabs = src.slabs();
+    slabs.dedup_by_key(|s| s.batch);
+    let mut checked = 0;
+    let mut buf = SlabBuffer::default();
+    for s in slabs {
+        let valid = src.valid_keys(s.batch);
+        if valid.is_empty() || valid.len() == keys {
+            continue;
+        }
+        let (mut to_valid, mut total) = (0f64, 0f64);
+        src.for_each_query_row(s, &mut buf, |_, _, row| {
+            to_valid += valid.iter().map(|&k| row[k as usize] as f64).sum::<f64>();
+            total += row.iter().map(|&a| a as f64).sum::<f64>();
+        })?;
+        let to_padded = total - to_valid;
+        if !(to_padded > 0.0 && to_valid <= 1e-6 * to_padded) {
+            return Ok(false);
+        }
+        checked += 1;
+    }
+    Ok(checked > 0)
+}

@@ -30,7 +30,10 @@ pub struct SourceOptions {
     pub attn: PathBuf,
     pub attn_key: Option<String>,
     pub layout: Option<String>,
+    /// (B, S) HF `attention_mask`: nonzero = a real token, 0 = padding.
     pub attention_mask: Option<PathBuf>,
+    /// (B, S) PyTorch `key_padding_mask` / `src_key_padding_mask`: nonzero (True) = padding.
+    pub padding_mask: Option<PathBuf>,
     pub tokens: TokenSpec,
     pub head_importance: Option<PathBuf>,
     pub layers: Option<String>,
@@ -151,6 +154,20 @@ impl AttentionSource {
 
     pub fn path(&self) -> &Path {
         &self.tensor.path
+    }
+
+    /// A warning for a tensor that looks like HF Longformer's sliding-window tensor read as
+    /// dense attention: a key axis that is odd (a window w + 1), at least 3 and shorter than
+    /// the query axis, with no tokens to say what the keys are. `None` otherwise.
+    pub fn sliding_window_hint(&self) -> Option<String> {
+        let Dims { queries, keys, .. } = self.dims;
+        let looks_banded = keys % 2 == 1 && keys >= 3 && keys < queries;
+        (looks_banded && RowSource::tokens(self).is_none()).then(|| {
+            format!(
+                "{}: the key axis ({keys}) is odd and shorter than the query axis ({queries}), as in Longformer's sliding-window tensor (L,B,H,S,x+w+1); if it is one, add --sliding-window (no global tokens) or --global-attn",
+                self.tensor.path.display()
+            )
+        })
     }
 
     fn slab_offset(&self, s: SlabId) -> u64 {

@@ -9,7 +9,9 @@
 //!   are 0 there (a global key's attention is in its slot);
 //! - the row of a global query is all 0 there and is column t of `global_attentions` instead
 //!   (its first S entries; HF pads that axis to a multiple of w);
-//! - slots beyond a row's number of globals hold uniform rows and are ignored.
+//! - slots beyond a row's number of globals hold uniform rows and are ignored;
+//! - called without a `global_attention_mask`, the model has no global token: x = 0, the last
+//!   axis is w + 1 and `global_attentions` is `None` (an empty (…, 0) tensor is taken too).
 //!
 //! [`SlidingWindowAttention`] opens the two tensors and implements [`ingest::RowSource`]: each
 //! valid query's row is assembled in a reused buffer of S scores (a window of w + 1 plus x
@@ -27,7 +29,7 @@
 //! use longformer_dense::SlidingWindowAttention;
 //!
 //! let opts = SourceOptions { attn: "attentions.npy".into(), ..Default::default() };
-//! let src = SlidingWindowAttention::open(&opts, "global_attentions.npy".as_ref(), None)?;
+//! let src = SlidingWindowAttention::open(&opts, Some("global_attentions.npy".as_ref()), None)?;
 //! let mut buf = SlabBuffer::default();
 //! let first = src.slabs()[0];
 //! src.for_each_query_row(first, &mut buf, |_, q, row| println!("query {q}: {} keys", row.len()))?;

@@ -8,7 +8,8 @@ use ingest::{
 /// HF Longformer sliding-window + global attention, read slab by slab as attention rows.
 pub struct SlidingWindowAttention {
     pub sliding: TensorFile,
-    pub global: TensorFile,
+    /// The global tensor; `None` when there are no global tokens (x = 0).
+    pub global: Option<TensorFile>,
     dims: Dims,
     /// Number of global slots.
     pub x: usize,
@@ -28,15 +29,16 @@ fn invalid(path: &Path, reason: String) -> IngestError {
 impl SlidingWindowAttention {
     /// `opts.attn` is the sliding tensor (L, B, H, S, x + w + 1), `global_attn` the global one
     /// (L, B, H, S_pad ≥ S, x); `global_mask` (B, S) marks the global positions (without it,
-    /// x = 1 means position 0).
+    /// x = 1 means position 0). Without `global_attn`, or with an empty one (x = 0), there are
+    /// no global tokens: what `LongformerModel` returns without a `global_attention_mask`.
     pub fn open(
         opts: &SourceOptions,
-        global_attn: &Path,
+        global_attn: Option<&Path>,
         global_mask: Option<&Path>,
     ) -> Result<Self> {
         let mut sliding = TensorFile::open(&opts.attn, opts.attn_key.as_deref())?;
-        let mut global = TensorFile::open(global_attn, None)?;
-        for t in [&sliding, &global] {
+        let global = global_attn.map(|g| TensorFile::open(g, None)).transpose()?;
+        for t in std::iter::once(&sliding).chain(&global) {
             if !t.element.is_float() {
                 return Err(invalid(
                     &t.path,
@@ -67,27 +69,35 @@ impl SlidingWindowAttention {
                 ));
             }
         }
-        let (ss, gs) = (sliding.shape.clone(), global.shape.clone());
-        if ss[..3] != gs[..3] {
-            return Err(invalid(&global.path, format!("shape {gs:?} does not match the sliding attentions {ss:?} in (layers, batch, heads)")));
-        }
-        let (s, last, x) = (ss[3], ss[4], gs[4]);
-        if gs[3] < s {
-            return Err(invalid(
-                &global.path,
-                format!(
-                    "global sequence length {} is shorter than the sequence length {s}",
-                    gs[3]
-                ),
-            ));
-        }
-        if x == 0 || last < x + 3 || (last - x - 1) % 2 != 0 {
-            return Err(invalid(
+        let ss = sliding.shape.clone();
+        let (s, last) = (ss[3], ss[4]);
+        let (x, global_len) = match &global {
+            None => (0, s),
+            Some(g) => {
+                let gs = &g.shape;
+                if ss[..3] != gs[..3] {
+                    return Err(invalid(&g.path, format!("shape {gs:?} does not match the sliding attentions {ss:?} in (layers, batch, heads)")));
+                }
+                if gs[3] < s {
+                    return Err(invalid(
+                        &g.path,
+                        format!(
+                            "global sequence length {} is shorter than the sequence length {s}",
+                            gs[3]
+                        ),
+                    ));
+                }
+                (gs[4], gs[3])
+            }
+        };
+        let w = last.checked_sub(x + 1).filter(|&w| w >= 2 && w % 2 == 0).ok_or_else(|| {
+            invalid(
                 &sliding.path,
-                format!("last dimension {last} is not x + w + 1 with x = {x} global slots (from the global tensor) and an even window w > 0"),
-            ));
-        }
-        let w = last - x - 1;
+                format!("last dimension {last} is not x + w + 1 for x = {x} global slots (from the global tensor) and an even window w ≥ 2"),
+            )
+        })?;
+        // An empty global tensor carries nothing to read.
+        let mut global = global.filter(|_| x > 0);
         let dims = Dims {
             layers: ss[0],
             batch: ss[1],
@@ -95,10 +105,11 @@ impl SlidingWindowAttention {
             queries: s,
             keys: s,
         };
-        let globals = match global_mask {
-            Some(p) => read_global_mask(p, dims.batch, s, x)?,
-            None if x == 1 => vec![vec![0]; dims.batch],
-            None => {
+        let globals = match (global_mask, &global) {
+            (Some(p), _) => read_global_mask(p, dims.batch, s, x)?,
+            (None, None) => vec![Vec::new(); dims.batch],
+            (None, Some(_)) if x == 1 => vec![vec![0]; dims.batch],
+            (None, Some(global)) => {
                 return Err(invalid(
                     &global.path,
                     format!(
@@ -108,7 +119,7 @@ impl SlidingWindowAttention {
             }
         };
         let annotations = Annotations::load(opts, dims, &sliding.path)?;
-        for t in [&mut sliding, &mut global] {
+        for t in std::iter::once(&mut sliding).chain(&mut global) {
             if !t.is_seekable() {
                 t.load_into_memory()?;
             }
@@ -119,7 +130,7 @@ impl SlidingWindowAttention {
             dims,
             x,
             w,
-            global_len: gs[3],
+            global_len,
             globals,
             annotations,
         })
@@ -173,13 +184,15 @@ impl RowSource for SlidingWindowAttention {
         let globals = &self.globals[s.batch as usize];
         // The global rows of this slab: (S, x), its first S of S_pad rows.
         buf.extra.resize(n * x, 0.0);
-        self.global.read_f32(
-            slab * (self.global_len * x) as u64,
-            &mut buf.extra,
-            &mut buf.bytes,
-        )?;
-        self.annotations
-            .check_finite(&self.global.path, s, 0, x, &buf.extra)?;
+        if let Some(global) = &self.global {
+            global.read_f32(
+                slab * (self.global_len * x) as u64,
+                &mut buf.extra,
+                &mut buf.bytes,
+            )?;
+            self.annotations
+                .check_finite(&global.path, s, 0, x, &buf.extra)?;
+        }
         buf.row.resize(n, 0.0);
         let queries = self.valid_queries(s.batch);
         let per_block = ((1 << 16) / width).max(1);
