@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full test suite, on a fresh machine: Rust unit, integration and property tests; Python
-# interop tests (pyarrow, pandas, polars, DuckDB, scikit-learn in a local .venv; Debian's
-# chromium for the HTML text heatmap); the Python package (maturin wheel, pytest, Dask); the
+# interop tests (pyarrow, pandas, polars, DuckDB, scikit-learn, tokenizers in a local .venv;
+# chromium, pdflatex and pdftotext from Debian); the Python package (maturin wheel, pytest, Dask); the
 # shared acceptance checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,11 +12,17 @@ target="${CARGO_TARGET_DIR:-target}"
 cargo build --release --locked --workspace
 cargo test --release --locked --workspace
 
-if ! command -v chromium >/dev/null; then
+# Debian packages the tests start for real: chromium renders the HTML pages, pdflatex compiles
+# the LaTeX text heatmap (base + recommended alone) and pdftotext reads it back.
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v pdflatex >/dev/null || missing+=(texlive-latex-base texlive-latex-recommended)
+command -v pdftotext >/dev/null || missing+=(poppler-utils)
+if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
