@@ -3,9 +3,10 @@
 # same run: wall time (best of 3, process start included, page cache warm) and peak RSS
 # (/usr/bin/time -v, one more run).
 #
-#   benches/compare.sh [--only bert512,dense2048,lf4096,dataset200]
+#   benches/compare.sh [--only bert512,dense2048,lf4096,led16k,dataset200]
 #
-# Inputs are generated once into bench-data/ (about 3.8 GB) by ../shared/bench/gen_inputs.py.
+# Inputs are generated once into bench-data/ (about 3.8 GB; led16k 4.8 GB more, only when
+# asked for) by ../shared/bench/gen_inputs.py.
 # lf4096 (Longformer, S = 4096) runs once per tool: the peer densifies it to 9.7 GB first,
 # so its topk and received are `dense` followed by the dense command; `dd` writing 9.7 GB
 # with fdatasync is the disk's reference for `dense`.
@@ -75,6 +76,25 @@ lf_rows() {
   printf '%-36s %10.3f   (dd writing 9.7 GB with fdatasync, the disk reference for dense)\n' "dd 9.7 GB" "$dt"
 }
 
+# LED-base-16384 shapes (4.8 GB of sliding-window attention; its dense form would be 77 GB, so
+# no numpy peer can densify it): attnframes against `cat` reading the same file, the floor for
+# anything that reads it.
+led_rows() {
+  local s="$data/led16k/sliding.npy" g="$data/led16k/global.npy"
+  read -r ct _ < <(measure sh -c "cat '$s' > /dev/null")
+  printf '%-36s %10.3f   (the reference: cat sliding.npy > /dev/null, 4.8 GB)\n' "led16k cat" "$ct"
+  local label args t r
+  for label in "topk -k 10" "received --normalize minmax" "headstats"; do
+    case $label in
+      topk*) args="topk -k 10" ;;
+      received*) args="received --normalize minmax" ;;
+      *) args="headstats" ;;
+    esac
+    read -r t r < <(measure "$bin" --quiet $args --attn "$s" --global-attn "$g" -o "$out/af.parquet")
+    printf '%-36s %10.3f %10d   %.2fx of cat\n' "led16k $label" "$t" "$r" "$(echo "$t $ct" | awk '{print $1/$2}')"
+  done
+}
+
 # Internal ratios the issues set: similarity within 1.5x of received, compare within 1.5x of
 # reading both runs once.
 ratio_rows() {
@@ -126,6 +146,10 @@ for w in ${only//,/ }; do
   fi
   if [ "$w" = lf4096 ]; then
     lf_rows
+    continue
+  fi
+  if [ "$w" = led16k ]; then
+    led_rows
     continue
   fi
   a="$data/$w/attn.npy"

@@ -160,7 +160,11 @@ pub fn head_stats(
             .find(|(b, _)| *b == id.batch)
             .expect("batch keys")
             .1;
-        one_head(src, id, bk, buf, sink_threshold)
+        if src.has_sparse_rows() {
+            one_head_sparse(src, id, bk, buf, sink_threshold)
+        } else {
+            one_head(src, id, bk, buf, sink_threshold)
+        }
     };
     if src.is_seekable() {
         slabs
@@ -171,6 +175,121 @@ pub fn head_stats(
         let mut buf = SlabBuffer::default();
         slabs.iter().map(|id| one(&mut buf, id)).collect()
     }
+}
+
+/// The smoothed entropy term −s·ln s of an entry that is 0 before smoothing (s = the floor).
+fn zero_entry_entropy(floor: f32) -> f64 {
+    -(floor * ingest::ln_f32(floor)) as f64
+}
+
+/// The sum of a sparse row's scores at `wanted` (ascending keys): a merge of two sorted lists.
+fn sparse_sum_at(keys: &[u32], scores: &[f32], wanted: &[u32]) -> f64 {
+    let (mut j, mut sum) = (0, 0f64);
+    for &w in wanted {
+        while j < keys.len() && keys[j] < w {
+            j += 1;
+        }
+        if j < keys.len() && keys[j] == w {
+            sum += scores[j] as f64;
+        }
+    }
+    sum
+}
+
+/// [`one_head`] on sparse rows (Longformer's window): every statistic in O(entries) a row,
+/// the n − m unlisted keys of a row (score 0) entering in closed form — m entries of the
+/// smoothed entropy floor each, nothing in the sums, 0 in the maximum.
+fn one_head_sparse(
+    src: &impl RowSource,
+    id: SlabId,
+    bk: &BatchKeys,
+    buf: &mut SlabBuffer,
+    sink_threshold: f64,
+) -> Result<HeadStats> {
+    let valid = src.valid_keys(id.batch);
+    let n = valid.len();
+    let floor = SMOOTH_MASS / n as f32;
+    let zero_entropy = zero_entry_entropy(floor);
+    let mut col = vec![0f64; src.dims().keys];
+    let mut s = Sums {
+        causal: true,
+        max: f64::NAN,
+        ..Default::default()
+    };
+    src.for_each_sparse_row(id, buf, |i, q, keys, scores| {
+        let m = keys.len();
+        let at = |p: i64| {
+            u32::try_from(p)
+                .ok()
+                .and_then(|p| keys.binary_search(&p).ok())
+                .map_or(0.0, |j| scores[j] as f64)
+        };
+        let seen = valid.partition_point(|&k| k <= q);
+        let listed_seen = keys.partition_point(|&k| k <= q);
+        if s.causal && scores[listed_seen..].iter().any(|&a| a != 0.0) {
+            s.causal = false;
+        }
+        // Runs of consecutive keys (a window, a global key) go through the dense kernel.
+        let mut sums = kernel::RowSums {
+            max: f32::NAN,
+            ..Default::default()
+        };
+        for run in ingest::key_runs(keys) {
+            let k0 = keys[run.start];
+            let part = kernel::row_sums(&scores[run.clone()], Some(k0), q, SMOOTH_SCALE, floor);
+            sums.entropy += part.entropy;
+            sums.total += part.total;
+            sums.distance += part.distance;
+            sums.max = sums.max.max(part.max);
+            ingest::add_row_f64(&mut col[k0 as usize..k0 as usize + run.len()], &scores[run]);
+        }
+        let h = sums.entropy + (n - m) as f64 * zero_entropy;
+        s.entropy += h;
+        if let Some(v) = normalised(h, n) {
+            s.entropy_norm.0 += v;
+            s.entropy_norm.1 += 1;
+        }
+        if s.causal {
+            let floor_c = SMOOTH_MASS / seen.max(1) as f32;
+            let hc = kernel::row_sums(&scores[..listed_seen], None, q, SMOOTH_SCALE, floor_c)
+                .entropy
+                + (seen - listed_seen) as f64 * zero_entry_entropy(floor_c);
+            s.causal_entropy += hc;
+            if let Some(v) = normalised(hc, seen) {
+                s.causal_entropy_norm.0 += v;
+                s.causal_entropy_norm.1 += 1;
+            }
+            if i == 0 {
+                s.first_entropy.1 = hc;
+            }
+        }
+        if i == 0 {
+            s.first_entropy.0 = h;
+        }
+        s.total += sums.total;
+        let row_max = if m < n { sums.max.max(0.0) } else { sums.max };
+        s.max = s.max.max(row_max as f64);
+        s.distance += sums.distance;
+        let qi = q as i64;
+        s.self_mass += at(qi);
+        s.prev_mass += at(qi - 1);
+        s.next_mass += at(qi + 1);
+        s.alpha0 += valid.first().map_or(0.0, |&k| at(k as i64));
+        if let Some(classes) = &bk.classes {
+            for (acc, set) in s.classes.iter_mut().zip(classes) {
+                *acc += sparse_sum_at(keys, scores, set);
+            }
+        }
+        let sum_of = |lists: &Option<Vec<Vec<u32>>>| {
+            lists
+                .as_ref()
+                .map_or(0.0, |l| sparse_sum_at(keys, scores, &l[i]))
+        };
+        s.duplicate += sum_of(&bk.duplicate);
+        s.induction += sum_of(&bk.induction);
+        s.rows += 1;
+    })?;
+    Ok(finish(id, &s, valid, &col, bk, sink_threshold))
 }
 
 fn one_head(

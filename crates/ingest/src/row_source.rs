@@ -49,6 +49,40 @@ pub trait RowSource: Sync {
         f: impl FnMut(usize, u32, &[f32]),
     ) -> Result<()>;
 
+    /// True when [`for_each_sparse_row`](Self::for_each_sparse_row) is the source's own form
+    /// and cheaper than dense rows (Longformer's window: at most x + w + 1 entries of S).
+    fn has_sparse_rows(&self) -> bool {
+        false
+    }
+
+    /// Calls `f(i, q, keys, scores)` for every valid query `q` of slab `s` (the i-th valid
+    /// one), in ascending order: entries of the row at valid keys, keys ascending, with masks
+    /// and head importance applied as in [`for_each_query_row`](Self::for_each_query_row).
+    /// Every entry that is not 0 (NaN included) is listed; every valid key not listed scores
+    /// 0 (a listed entry may be 0 too). The default gathers the entries that are not 0 from
+    /// the dense rows.
+    fn for_each_sparse_row(
+        &self,
+        s: SlabId,
+        buf: &mut SlabBuffer,
+        mut f: impl FnMut(usize, u32, &[u32], &[f32]),
+    ) -> Result<()> {
+        let valid = self.valid_keys(s.batch);
+        let (mut keys, mut scores) = (Vec::new(), Vec::new());
+        self.for_each_query_row(s, buf, |i, q, row| {
+            keys.clear();
+            scores.clear();
+            for &k in valid {
+                let a = row[k as usize];
+                if a != 0.0 {
+                    keys.push(k);
+                    scores.push(a);
+                }
+            }
+            f(i, q, &keys, &scores)
+        })
+    }
+
     /// Slab `s` as a matrix over its valid queries × valid keys, row-major.
     fn valid_matrix(&self, s: SlabId, buf: &mut SlabBuffer) -> Result<Vec<f32>> {
         let keys = self.valid_keys(s.batch);
@@ -63,7 +97,17 @@ pub trait RowSource: Sync {
     /// f64, one value per entry of `valid_keys`.
     fn received(&self, s: SlabId, buf: &mut SlabBuffer) -> Result<Vec<f64>> {
         let mut acc = vec![0f64; self.dims().keys];
-        self.for_each_query_row(s, buf, |_, _, row| crate::add_row_f64(&mut acc, row))?;
+        if self.has_sparse_rows() {
+            // Unlisted keys add 0, so the sums are those of the dense rows, in row order.
+            self.for_each_sparse_row(s, buf, |_, _, keys, scores| {
+                for run in key_runs(keys) {
+                    let first = keys[run.start] as usize;
+                    crate::add_row_f64(&mut acc[first..first + run.len()], &scores[run]);
+                }
+            })?;
+        } else {
+            self.for_each_query_row(s, buf, |_, _, row| crate::add_row_f64(&mut acc, row))?;
+        }
         Ok(self
             .valid_keys(s.batch)
             .iter()
@@ -104,4 +148,31 @@ pub fn mask_looks_inverted(src: &impl RowSource) -> Result<bool> {
         checked += 1;
     }
     Ok(checked > 0)
+}
+
+/// The runs of consecutive keys in `keys` (ascending, distinct) as index ranges, last run
+/// first. A run ending at `end` starts at the smallest j with keys[end−1] − keys[j] = end−1−j,
+/// a condition that holds from some j on, so each run costs one binary search: a Longformer
+/// row (a window and a few global keys) is a handful of runs of O(log m) each.
+pub fn key_runs(keys: &[u32]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut end = keys.len();
+    std::iter::from_fn(move || {
+        if end == 0 {
+            return None;
+        }
+        let last = keys[end - 1] as usize;
+        let contiguous_from = |j: usize| last - keys[j] as usize == end - 1 - j;
+        let (mut lo, mut hi) = (0, end - 1);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if contiguous_from(mid) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        let run = lo..end;
+        end = lo;
+        Some(run)
+    })
 }

@@ -87,6 +87,9 @@ pub struct SlabBuffer {
     pub extra: Vec<f32>,
     /// One assembled row, for sources whose rows are not stored as such.
     pub row: Vec<f32>,
+    /// One sparse row: its keys (ascending) and their scores.
+    pub sparse_keys: Vec<u32>,
+    pub sparse_scores: Vec<f32>,
 }
 
 /// A dense attention tensor opened for analysis: the row source every analysis consumes.

@@ -1,8 +1,8 @@
 use std::path::Path;
 
 use ingest::{
-    mask_positions, row_blocks, Annotations, Dims, IngestError, Result, RowSource, SlabBuffer,
-    SlabId, SourceOptions, TensorFile,
+    mask_positions, row_blocks, Annotations, Dims, Dtype, Element, IngestError, Result, RowSource,
+    SlabBuffer, SlabId, SourceOptions, TensorFile,
 };
 
 /// HF Longformer sliding-window + global attention, read slab by slab as attention rows.
@@ -19,6 +19,10 @@ pub struct SlidingWindowAttention {
     global_len: usize,
     /// Global positions of each batch row, ascending (slot t = the t-th).
     globals: Vec<Vec<u32>>,
+    /// Per batch row: whether each position is a valid key.
+    key_valid: Vec<Vec<bool>>,
+    /// 0, 1, …, S − 1: the keys of a window, copied in one piece.
+    positions: Vec<u32>,
     pub annotations: Annotations,
 }
 
@@ -119,6 +123,15 @@ impl SlidingWindowAttention {
             }
         };
         let annotations = Annotations::load(opts, dims, &sliding.path)?;
+        let key_valid = (0..dims.batch as u32)
+            .map(|b| {
+                let mut valid = vec![false; s];
+                for &k in annotations.valid_keys(b) {
+                    valid[k as usize] = true;
+                }
+                valid
+            })
+            .collect();
         for t in std::iter::once(&mut sliding).chain(&mut global) {
             if !t.is_seekable() {
                 t.load_into_memory()?;
@@ -132,6 +145,8 @@ impl SlidingWindowAttention {
             w,
             global_len,
             globals,
+            key_valid,
+            positions: (0..s as u32).collect(),
             annotations,
         })
     }
@@ -172,6 +187,10 @@ impl RowSource for SlidingWindowAttention {
         true
     }
 
+    fn has_sparse_rows(&self) -> bool {
+        true
+    }
+
     fn for_each_query_row(
         &self,
         s: SlabId,
@@ -179,45 +198,26 @@ impl RowSource for SlidingWindowAttention {
         mut f: impl FnMut(usize, u32, &[f32]),
     ) -> Result<()> {
         let (n, x, half) = (self.dims.queries, self.x, self.w / 2);
-        let width = x + self.w + 1;
-        let slab = self.slab_index(s);
         let globals = &self.globals[s.batch as usize];
-        // The global rows of this slab: (S, x), its first S of S_pad rows.
-        buf.extra.resize(n * x, 0.0);
-        if let Some(global) = &self.global {
-            global.read_f32(
-                slab * (self.global_len * x) as u64,
-                &mut buf.extra,
-                &mut buf.bytes,
-            )?;
-            self.annotations
-                .check_finite(&global.path, s, 0, x, &buf.extra)?;
-        }
-        buf.row.resize(n, 0.0);
-        let queries = self.valid_queries(s.batch);
-        let per_block = ((1 << 16) / width).max(1);
-        for (run, first, last) in row_blocks(queries, per_block) {
-            buf.values.resize((last + 1 - first) * width, 0.0);
-            self.sliding.read_f32(
-                (slab * n as u64 + first as u64) * width as u64,
-                &mut buf.values,
-                &mut buf.bytes,
-            )?;
-            self.annotations
-                .check_finite(&self.sliding.path, s, first, width, &buf.values)?;
-            for i in run {
-                let q = queries[i] as usize;
-                let row = &mut buf.row;
-                if let Some(t) = globals.iter().position(|&g| g as usize == q) {
+        let SlabBuffer {
+            bytes,
+            values,
+            extra,
+            row,
+            ..
+        } = buf;
+        row.resize(n, 0.0);
+        self.for_each_raw_row(s, bytes, values, extra, |i, q, raw| {
+            match raw {
+                RawRow::Global { slot, rows } => {
                     for (k, r) in row.iter_mut().enumerate() {
-                        *r = buf.extra[k * x + t];
+                        *r = rows[k * x + slot];
                     }
-                } else {
-                    let local = &buf.values[(q - first) * width..(q - first + 1) * width];
+                }
+                RawRow::Window(local) => {
                     row.fill(0.0);
                     // Key q − w/2 + c for c in 0..=w, clipped to the sequence.
-                    let lo = half.saturating_sub(q);
-                    let hi = (n + half - q).min(self.w + 1);
+                    let (lo, hi) = self.window(q);
                     for c in lo..hi {
                         row[q + c - half] += local[x + c];
                     }
@@ -225,8 +225,188 @@ impl RowSource for SlidingWindowAttention {
                         row[g as usize] += local[t];
                     }
                 }
-                self.annotations.scale(s, row);
-                f(i, q as u32, row);
+            }
+            self.annotations.scale(s, row);
+            f(i, q as u32, row);
+        })
+    }
+
+    /// The window and the global slots merged in key order, O(x + w) a row, the window
+    /// copied in one piece when no global key or padding falls inside it: the same sums, in
+    /// the same order, as the dense row of [`for_each_query_row`](Self::for_each_query_row).
+    fn for_each_sparse_row(
+        &self,
+        s: SlabId,
+        buf: &mut SlabBuffer,
+        mut f: impl FnMut(usize, u32, &[u32], &[f32]),
+    ) -> Result<()> {
+        let (n, x, half) = (self.dims.queries, self.x, self.w / 2);
+        let globals = &self.globals[s.batch as usize];
+        let is_key = &self.key_valid[s.batch as usize];
+        let all_keys = self.valid_keys(s.batch).len() == n;
+        let SlabBuffer {
+            bytes,
+            values,
+            extra,
+            sparse_keys: keys,
+            sparse_scores: scores,
+            ..
+        } = buf;
+        self.for_each_raw_row(s, bytes, values, extra, |i, q, raw| {
+            keys.clear();
+            scores.clear();
+            let push = |keys: &mut Vec<u32>, scores: &mut Vec<f32>, k: usize, v: f32| {
+                if is_key[k] {
+                    keys.push(k as u32);
+                    scores.push(v);
+                }
+            };
+            match raw {
+                RawRow::Global { slot, rows } => {
+                    // A full row: only its entries that are not 0 are listed.
+                    for k in 0..n {
+                        let v = rows[k * x + slot];
+                        if v != 0.0 {
+                            push(keys, scores, k, v);
+                        }
+                    }
+                }
+                RawRow::Window(local) => {
+                    let (lo, hi) = self.window(q);
+                    let (first, end) = (q + lo - half, q + hi - half);
+                    let before = globals.partition_point(|&g| (g as usize) < first);
+                    let inside = globals.partition_point(|&g| (g as usize) < end);
+                    for (t, &g) in globals.iter().enumerate().take(before) {
+                        push(keys, scores, g as usize, 0.0 + local[t]);
+                    }
+                    let window = &local[x + lo..x + hi];
+                    if all_keys && before == inside {
+                        keys.extend_from_slice(&self.positions[first..end]);
+                        scores.extend(window.iter().map(|&v| 0.0 + v));
+                    } else {
+                        let mut t = before;
+                        for (c, &w) in window.iter().enumerate() {
+                            let k = first + c;
+                            let mut v = 0.0 + w;
+                            if t < inside && globals[t] as usize == k {
+                                v += local[t];
+                                t += 1;
+                            }
+                            push(keys, scores, k, v);
+                        }
+                    }
+                    for (t, &g) in globals.iter().enumerate().skip(inside) {
+                        push(keys, scores, g as usize, 0.0 + local[t]);
+                    }
+                }
+            }
+            self.annotations.scale(s, scores);
+            f(i, q as u32, keys, scores);
+        })
+    }
+}
+
+/// Query `q`'s row: its slot of the global rows `extra` if it is global, else its row of
+/// `rows` (sliding-tensor rows from query `first` on, `width` values each).
+fn raw_row<'a>(
+    globals: &[u32],
+    extra: &'a [f32],
+    rows: &'a [f32],
+    q: usize,
+    first: usize,
+    width: usize,
+) -> RawRow<'a> {
+    match globals.iter().position(|&g| g as usize == q) {
+        Some(slot) => RawRow::Global { slot, rows: extra },
+        None => RawRow::Window(&rows[(q - first) * width..(q - first + 1) * width]),
+    }
+}
+
+/// One query's row as stored: a global query's column of the global tensor, or the window
+/// (and global slots) of the sliding tensor.
+enum RawRow<'a> {
+    Global { slot: usize, rows: &'a [f32] },
+    Window(&'a [f32]),
+}
+
+impl SlidingWindowAttention {
+    /// Whether the sliding tensor can be read in place: little-endian float32 starting on a
+    /// multiple of 4 bytes in a file.
+    fn sliding_in_place(&self) -> bool {
+        self.sliding.element == Element::little(Dtype::F32)
+            && self.sliding.data_start().is_some_and(|b| b % 4 == 0)
+            && cfg!(target_endian = "little")
+    }
+
+    /// The window slots `lo..hi` of query `q` that fall inside the sequence.
+    fn window(&self, q: usize) -> (usize, usize) {
+        let (n, half) = (self.dims.queries, self.w / 2);
+        (half.saturating_sub(q), (n + half - q).min(self.w + 1))
+    }
+
+    /// Reads slab `s` block by block and calls `f(i, q, raw)` for every valid query.
+    fn for_each_raw_row(
+        &self,
+        s: SlabId,
+        bytes: &mut Vec<u8>,
+        values: &mut Vec<f32>,
+        extra: &mut Vec<f32>,
+        mut f: impl FnMut(usize, usize, RawRow<'_>),
+    ) -> Result<()> {
+        let (n, x) = (self.dims.queries, self.x);
+        let width = x + self.w + 1;
+        let slab = self.slab_index(s);
+        let globals = &self.globals[s.batch as usize];
+        // The global rows of this slab: (S, x), its first S of S_pad rows.
+        extra.resize(n * x, 0.0);
+        if let Some(global) = &self.global {
+            global.read_f32(slab * (self.global_len * x) as u64, extra, bytes)?;
+            self.annotations
+                .check_finite(&global.path, s, 0, x, extra)?;
+        }
+        let queries = self.valid_queries(s.batch);
+        let (Some(&q0), Some(&q1)) = (queries.first(), queries.last()) else {
+            return Ok(());
+        };
+        let (q0, q1) = (q0 as usize, q1 as usize);
+        let rows_start = (slab * n as u64 + q0 as u64) * width as u64;
+        let per_block = ((1 << 16) / width).max(1);
+        let extra: &[f32] = extra;
+        if self.sliding_in_place() {
+            // The slab's rows read in place through a short-lived map: no copy of 4 bytes a
+            // score (a 16k-token LED slab is 67 MB).
+            let len = (q1 + 1 - q0) * width * 4;
+            let map = self
+                .sliding
+                .map(rows_start * 4, len)?
+                .expect("in place implies a file");
+            // SAFETY: the map holds `len` bytes, f32-aligned (the data starts on a multiple of
+            // 4, checked in `sliding_in_place`), and every bit pattern is a valid f32.
+            let rows: &[f32] =
+                unsafe { std::slice::from_raw_parts(map.as_ptr() as *const f32, len / 4) };
+            for (run, first, last) in row_blocks(queries, per_block) {
+                let block = &rows[(first - q0) * width..(last + 1 - q0) * width];
+                self.annotations
+                    .check_finite(&self.sliding.path, s, first, width, block)?;
+                for i in run {
+                    let q = queries[i] as usize;
+                    f(i, q, raw_row(globals, extra, rows, q, q0, width));
+                }
+            }
+            return Ok(());
+        }
+        for (run, first, last) in row_blocks(queries, per_block) {
+            values.resize((last + 1 - first) * width, 0.0);
+            self.sliding.read_f32(
+                (slab * n as u64 + first as u64) * width as u64,
+                values,
+                bytes,
+            )?;
+            self.annotations
+                .check_finite(&self.sliding.path, s, first, width, values)?;
+            for i in run {
+                let q = queries[i] as usize;
+                f(i, q, raw_row(globals, extra, values, q, first, width));
             }
         }
         Ok(())

@@ -69,6 +69,51 @@ pub fn select_top(row: &[f32], keys: Option<&[u32]>, k: usize, sel: &mut Selecti
     best.sort_unstable_by(|a, b| b.cmp(a));
 }
 
+/// [`select_top`] for a sparse row: `keys`/`scores` are its listed entries (keys ascending,
+/// all valid; every entry that is not 0 is listed), and every other key of `valid` scores 0.
+/// Only the first k unlisted keys can rank among the best k, so a row costs O(entries + k),
+/// not O(valid keys).
+pub fn select_top_sparse(
+    keys: &[u32],
+    scores: &[f32],
+    valid: &[u32],
+    k: usize,
+    sel: &mut Selection,
+) {
+    let k = k.min(valid.len());
+    if k == 0 {
+        sel.best.clear();
+        return;
+    }
+    // Usually k listed entries are positive: then no 0, listed or not, ranks among them, and
+    // the selection runs on the scores alone with their indices as positions (ascending as
+    // the keys are, so ties go the same way).
+    if k <= scores.len() {
+        select_top(scores, None, k, sel);
+        if scores[key_position(sel.best[k - 1]) as usize] > 0.0 {
+            for key in &mut sel.best {
+                let j = key_position(*key) as usize;
+                *key = rank_key(scores[j], keys[j]);
+            }
+            return;
+        }
+    }
+    let best = &mut sel.best;
+    best.clear();
+    best.extend(keys.iter().zip(scores).map(|(&p, &x)| rank_key(x, p)));
+    let mut listed = keys.iter().peekable();
+    let zeros = valid.iter().filter(|&&p| {
+        while listed.next_if(|&&l| l < p).is_some() {}
+        listed.peek() != Some(&&p)
+    });
+    best.extend(zeros.take(k).map(|&p| rank_key(0.0, p)));
+    if best.len() > k {
+        best.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+        best.truncate(k);
+    }
+    best.sort_unstable_by(|a, b| b.cmp(a));
+}
+
 /// Two vectorisable passes instead of a heap: the k-th largest of the blocks' maxima is a
 /// score that at least k entries reach, so every entry of the top k is ≥ it. The second
 /// pass keeps the keys of those entries — usually little more than k. Returns false when
@@ -132,6 +177,25 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn sparse_rows_rank_as_their_dense_rows(
+            row in prop::collection::vec(prop_oneof![Just(0.0f32), Just(0.0f32), Just(-0.0f32), Just(0.5f32), -1.0f32..1.0, Just(f32::NAN)], 1..300),
+            k in 1usize..400,
+            masked in any::<bool>(),
+        ) {
+            let valid: Vec<u32> = (0..row.len() as u32).filter(|p| !masked || p % 3 != 1).collect();
+            // Every entry that is not 0 is listed, and some zeros too.
+            let (keys, scores): (Vec<u32>, Vec<f32>) = valid
+                .iter()
+                .filter(|&&p| row[p as usize] != 0.0 || p % 5 == 0)
+                .map(|&p| (p, row[p as usize]))
+                .unzip();
+            let (mut dense, mut sparse) = (Selection::default(), Selection::default());
+            select_top(&row, Some(&valid), k, &mut dense);
+            select_top_sparse(&keys, &scores, &valid, k, &mut sparse);
+            prop_assert_eq!(dense.best, sparse.best);
+        }
+
         #[test]
         fn matches_a_stable_sort(
             row in prop::collection::vec(prop_oneof![Just(0.5f32), Just(0.0f32), Just(-0.0f32), -1.0f32..1.0, Just(f32::NAN)], 1..700),

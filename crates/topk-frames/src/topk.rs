@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::error::{FrameError, Result};
 use crate::frame::{f32_col, split_by, token_col, u16_col, u32_col};
-use crate::rank::{key_position, select_top, Selection};
+use crate::rank::{key_position, select_top, select_top_sparse, Selection};
 use crate::scratch::with_scratch;
 
 /// Column names of a topk frame, in order.
@@ -264,18 +264,38 @@ impl<'a, S: RowSource> TopkFrames<'a, S> {
         };
         let keys = self.src.valid_keys(id.batch);
         let k = self.options.k.unwrap_or(usize::MAX);
-        self.src.for_each_query_row(id, buf, |_, q, row| {
-            positive.clear();
-            positive.extend(keys.iter().copied().filter(|&p| row[p as usize] > 0.0));
-            select_top(row, Some(positive), k, sel);
-            for (j, &key) in sel.best.iter().enumerate() {
+        let mut push = |q: u32, best: &[u64], score_of: &dyn Fn(u32) -> f32| {
+            for (j, &key) in best.iter().enumerate() {
                 let p = key_position(key);
                 out.query_position.push(q);
                 out.position.push(p);
                 out.rank.push(j as u32 + 1);
-                out.score.push(row[p as usize]);
+                out.score.push(score_of(p));
             }
-        })?;
+        };
+        if self.src.has_sparse_rows() {
+            let mut scores = Vec::new();
+            self.src
+                .for_each_sparse_row(id, buf, |_, q, listed, values| {
+                    positive.clear();
+                    scores.clear();
+                    for (&p, &x) in listed.iter().zip(values) {
+                        if x > 0.0 {
+                            positive.push(p);
+                            scores.push(x);
+                        }
+                    }
+                    select_top_sparse(positive, &scores, positive, k, sel);
+                    push(q, &sel.best, &|p| sparse_score(positive, &scores, p));
+                })?;
+        } else {
+            self.src.for_each_query_row(id, buf, |_, q, row| {
+                positive.clear();
+                positive.extend(keys.iter().copied().filter(|&p| row[p as usize] > 0.0));
+                select_top(row, Some(positive), k, sel);
+                push(q, &sel.best, &|p| row[p as usize]);
+            })?;
+        }
         Ok(out)
     }
 
@@ -289,15 +309,14 @@ impl<'a, S: RowSource> TopkFrames<'a, S> {
         let per = self.per_query(id.batch);
         let k = self.options.k.unwrap_or(usize::MAX);
         let codes = self.tokens.map(|t| t.row(id.batch));
-        self.src.for_each_query_row(id, buf, |i, q, row| {
-            select_top(row, keys, k, sel);
+        let mut write = |i: usize, q: u32, best: &[u64], score_of: &dyn Fn(u32) -> f32| {
             let span = i * per..(i + 1) * per;
             r.query_position[span.clone()].fill(q);
-            for (j, &key) in sel.best.iter().enumerate() {
+            for (j, &key) in best.iter().enumerate() {
                 let p = key_position(key);
                 r.position[span.start + j] = p;
                 r.rank[span.start + j] = j as u32 + 1;
-                r.score[span.start + j] = row[p as usize];
+                r.score[span.start + j] = score_of(p);
             }
             if let Some(codes) = codes {
                 r.query_token[span.clone()].fill(codes[q as usize]);
@@ -305,9 +324,27 @@ impl<'a, S: RowSource> TopkFrames<'a, S> {
                     *t = codes[p as usize];
                 }
             }
-        })?;
+        };
+        if self.src.has_sparse_rows() {
+            let valid = self.src.valid_keys(id.batch);
+            self.src
+                .for_each_sparse_row(id, buf, |i, q, listed, scores| {
+                    select_top_sparse(listed, scores, valid, k, sel);
+                    write(i, q, &sel.best, &|p| sparse_score(listed, scores, p));
+                })?;
+        } else {
+            self.src.for_each_query_row(id, buf, |i, q, row| {
+                select_top(row, keys, k, sel);
+                write(i, q, &sel.best, &|p| row[p as usize]);
+            })?;
+        }
         Ok(())
     }
+}
+
+/// The score of key `p` in a sparse row (0 when it is not listed).
+fn sparse_score(keys: &[u32], scores: &[f32], p: u32) -> f32 {
+    keys.binary_search(&p).map_or(0.0, |j| scores[j])
 }
 
 impl<S: RowSource> Iterator for TopkFrames<'_, S> {
