@@ -10,6 +10,7 @@ use crate::dtype::{Dtype, Element};
 use crate::error::{bail, IngestError, Result};
 use crate::names::{self, Pick};
 use crate::npy;
+use crate::pytorch;
 
 /// The container a tensor was found in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +18,7 @@ pub enum Container {
     Npy,
     Npz,
     Safetensors,
+    Pytorch,
     Stdin,
 }
 
@@ -26,6 +28,7 @@ impl Container {
             Container::Npy => "npy",
             Container::Npz => "npz",
             Container::Safetensors => "safetensors",
+            Container::Pytorch => "pytorch",
             Container::Stdin => "npy (stdin)",
         }
     }
@@ -40,8 +43,8 @@ impl Container {
 pub struct TensorFile {
     pub path: PathBuf,
     pub container: Container,
-    /// The array's name inside an `.npz`/`.safetensors`, or the pattern whose matches were
-    /// stacked.
+    /// The array's name inside an `.npz`/`.safetensors`/PyTorch dict, or the pattern whose
+    /// matches were stacked.
     pub key: Option<String>,
     pub element: Element,
     pub shape: Vec<usize>,
@@ -184,8 +187,8 @@ fn contiguous_run(shape: &[usize], strides: &[u64]) -> u64 {
 }
 
 impl TensorFile {
-    /// Opens `path` (`-` = an `.npy` stream on stdin). `key` names the array in an `.npz` or
-    /// `.safetensors`, or is a pattern (`'arr_*'`) whose matches are stacked
+    /// Opens `path` (`-` = an `.npy` stream on stdin). `key` names the array in an `.npz`,
+    /// `.safetensors` or PyTorch dict, or is a pattern (`'arr_*'`) whose matches are stacked
     /// as layers; without it, `attentions` if present, else the only array.
     pub fn open(path: &Path, key: Option<&str>) -> Result<TensorFile> {
         if path.as_os_str() == "-" {
@@ -208,7 +211,17 @@ impl TensorFile {
                 Container::Safetensors,
                 Self::find_safetensors(path, &file, len, key)?,
             ),
-            _ => return Self::open_npy(path, file, len),
+            "pt" | "pth" | "bin" => (Container::Pytorch, pytorch::find(path, &file, len, key)?),
+            // Any other name (or none, as for an in-memory file): `.npy` unless the first
+            // bytes say it is a zip (torch.save or np.savez) or a pickle.
+            _ => match sniff(&file, len) {
+                Sniffed::Zip if pytorch::is_torch_zip(&file) => {
+                    (Container::Pytorch, pytorch::find(path, &file, len, key)?)
+                }
+                Sniffed::Zip => (Container::Npz, Self::find_npz(path, &file, len, key)?),
+                Sniffed::Pickle => return Err(pytorch::not_zip(path, &file, len)),
+                Sniffed::Other => return Self::open_npy(path, file, len),
+            },
         };
         Self::assemble(path, container, file, len, found)
     }
@@ -849,6 +862,25 @@ fn npz_piece(
         shape: header.shape,
         at,
     })
+}
+
+/// What the first bytes of a file say it is.
+enum Sniffed {
+    Zip,
+    Pickle,
+    Other,
+}
+
+fn sniff(file: &File, len: u64) -> Sniffed {
+    let mut head = [0u8; 4];
+    if len < 4 || file.read_exact_at(&mut head, 0).is_err() {
+        return Sniffed::Other;
+    }
+    match head {
+        [b'P', b'K', 3, 4] | [b'P', b'K', 5, 6] => Sniffed::Zip,
+        [0x80, 2..=5, ..] => Sniffed::Pickle,
+        _ => Sniffed::Other,
+    }
 }
 
 fn read_npy_header(
