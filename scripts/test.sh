@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The full test suite, on a fresh machine: Rust unit, integration and property tests; Python
-# interop tests (pyarrow, pandas, polars, DuckDB, scikit-learn in a local .venv; Debian's
-# chromium for the HTML text heatmap); the Python package (maturin wheel, pytest, Dask); the
-# shared acceptance checks.
+# interop tests (pyarrow, pandas, polars, DuckDB, scikit-learn, and torch + safetensors to write
+# real torch.save files, in a local .venv; Debian's chromium for the HTML text heatmap); the
+# Python package (maturin wheel, pytest, Dask); the shared acceptance checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
