@@ -271,14 +271,9 @@ impl Storages<'_> {
                 s.element.name()
             );
         }
+        // Even an empty tensor's offset must lie in its storage (its address is computed).
         let span = extent(&t.shape, &t.strides)
-            .and_then(|e| {
-                if e == 0 {
-                    Some(0)
-                } else {
-                    e.checked_add(t.offset)
-                }
-            })
+            .and_then(|e| e.checked_add(t.offset))
             .ok_or_else(|| {
                 IngestError::invalid(
                     path,

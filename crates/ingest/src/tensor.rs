@@ -92,6 +92,12 @@ struct Part {
     run: u64,
 }
 
+/// Runs of fewer consecutive elements than this are gathered from one read of their span.
+const SHORT_RUN: u64 = 16;
+
+/// A gather reads at most this many times the bytes it returns.
+const SPARSE_SPAN: u64 = 16;
+
 /// One array found in a container, before it becomes (a part of) a [`TensorFile`].
 pub(crate) struct Piece {
     pub name: String,
@@ -652,13 +658,57 @@ impl TensorFile {
         let mut done = 0;
         while done < buf.len() {
             let (at, run) = self.locate(v)?;
-            let n = run.min(((buf.len() - done) / w) as u64);
+            let left = ((buf.len() - done) / w) as u64;
+            let n = run.min(left);
+            if n < SHORT_RUN {
+                let in_part = left.min(self.part_len() - v % self.part_len());
+                let bytes = in_part as usize * w;
+                if self.gather(v, &mut buf[done..done + bytes])? {
+                    done += bytes;
+                    v += in_part;
+                    continue;
+                }
+            }
             let bytes = n as usize * w;
             self.read_storage_at(at, &mut buf[done..done + bytes])?;
             done += bytes;
             v += n;
         }
         Ok(())
+    }
+
+    /// Elements of each stacked or strided part (`locate` has found `v` in one, so not 0).
+    fn part_len(&self) -> u64 {
+        match &self.placement {
+            Placement::Parts { part_len, .. } => *part_len,
+            Placement::Region { .. } => unreachable!("parts only"),
+        }
+    }
+
+    /// Fills `buf` with the elements from `v` on (all in one part) when they mostly cover
+    /// their storage span (a transposed view read a row block at a time): one read of the
+    /// span, then a gather, instead of one read per element. False (nothing read) when they
+    /// are too sparse; the span lies within the file, so the copy is bounded by it.
+    fn gather(&self, v: u64, buf: &mut [u8]) -> Result<bool> {
+        let w = self.element.size();
+        let n = (buf.len() / w) as u64;
+        let (mut lo, mut hi) = (u64::MAX, 0);
+        for i in v..v + n {
+            let at = self.locate(i)?.0;
+            lo = lo.min(at);
+            hi = hi.max(at);
+        }
+        let span = hi - lo + w as u64;
+        if span > SPARSE_SPAN * buf.len() as u64 {
+            return Ok(false);
+        }
+        let mut raw = vec![0u8; span as usize];
+        self.read_storage_at(lo, &mut raw)?;
+        for (i, out) in (v..v + n).zip(buf.chunks_exact_mut(w)) {
+            let at = (self.locate(i)?.0 - lo) as usize;
+            out.copy_from_slice(&raw[at..at + w]);
+        }
+        Ok(true)
     }
 
     /// Reads `out.len()` consecutive elements starting at element `first`, converted to f32
