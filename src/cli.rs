@@ -49,10 +49,11 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// Tensor files (.npy, .npz, .safetensors).
+    /// Tensor files (.npy, .npz, .safetensors, PyTorch .pt/.pth/.bin).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Array name inside .npz/.safetensors.
+    /// Array name inside .npz/.safetensors/.pt, or a pattern ('arr_*') whose arrays are
+    /// stacked as layers.
     #[arg(long)]
     pub attn_key: Option<String>,
     /// Axis letters (L B H Q K) for the row-sum statistics.
@@ -66,12 +67,14 @@ pub struct InspectArgs {
 /// Where the attention comes from and what of it is used.
 #[derive(Debug, Clone, Args)]
 pub struct InputArgs {
-    /// Attention tensor: .npy (C or Fortran order), .npz, .safetensors, or - for an .npy on
-    /// stdin. topk, received and headstats take several files or a quoted glob ('runs/*.npy'):
+    /// Attention tensor: .npy (C or Fortran order), .npz, .safetensors, a torch.save file
+    /// (.pt/.pth/.bin: a tensor, a tuple or list of per-layer tensors, or a dict of them), or -
+    /// for an .npy on stdin. topk, received and headstats take several files or a quoted glob ('runs/*.npy'):
     /// one example per file, an `example_id` column added.
     #[arg(long, num_args = 1.., required = true)]
     pub attn: Vec<PathBuf>,
-    /// Array name inside .npz/.safetensors (default: `attentions`, else the only array).
+    /// Array name inside .npz/.safetensors/.pt (default: `attentions`, else the only array),
+    /// or a pattern ('arr_*', 'layer_*') whose arrays are stacked as layers in natural order.
     #[arg(long)]
     pub attn_key: Option<String>,
     /// Axis letters L B H Q K (default LBHQK for 5-D, HQK for 3-D, QK for 2-D; 4-D needs it).
@@ -326,10 +329,11 @@ pub struct CompareArgs {
 
 #[derive(Debug, Args)]
 pub struct MeltArgs {
-    /// Tensor: .npy, .npz, .safetensors (any float, integer or bool dtype).
+    /// Tensor: .npy, .npz, .safetensors, .pt (any float, integer or bool dtype).
     #[arg(long)]
     pub attn: PathBuf,
-    /// Array name inside .npz/.safetensors.
+    /// Array name inside .npz/.safetensors/.pt, or a pattern ('arr_*') whose arrays are
+    /// stacked as a first axis.
     #[arg(long)]
     pub attn_key: Option<String>,
     /// One column name per axis, e.g. layer,head,position,dim (layer/head are u16, others u32);

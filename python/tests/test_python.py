@@ -55,6 +55,27 @@ def test_numpy_arrays_and_token_lists_are_inputs(tmp_path):
          af.topk(a, k=3))
 
 
+TORCH = ROOT / "tests" / "fixtures" / "torch"
+
+
+def test_pytorch_files_and_per_layer_arrays_are_inputs(tmp_path):
+    # torch.save files (a tuple of per-layer tensors, a dict, a view) and per-layer .npz /
+    # .safetensors give the frames of the same data saved with np.save.
+    want = af.topk(TORCH / "expected.npy", k=2)
+    for path, key in ((TORCH / "tuple.pt", None), (TORCH / "dict.pt", "attentions"),
+                      (TORCH / "per_layer.npz", "arr_*"), (TORCH / "per_layer.safetensors", "layer_*")):
+        same(af.topk(path, attn_key=key, k=2), want)
+    same(af.received(TORCH / "encdec.pt", attn_key="cross_attentions"),
+         af.received(TORCH / "expected_cross.npy"))
+    # A dataset of .pt files.
+    (tmp_path / "pt").mkdir()
+    for stem in ("a", "b"):
+        (tmp_path / "pt" / f"{stem}.pt").write_bytes((TORCH / "tuple.pt").read_bytes())
+    assert af.topk(str(tmp_path / "pt" / "*.pt"), k=2)["example_id"].unique().sort().to_list() == ["a", "b"]
+    with pytest.raises(ValueError, match="names fractions.Fraction"):
+        af.topk(TORCH / "bad_class.pt")
+
+
 def test_errors_carry_the_cli_message():
     with pytest.raises(OSError, match="no such file"):
         af.topk("/no/such/file.npy")

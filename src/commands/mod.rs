@@ -108,11 +108,12 @@ fn inspect(a: &InspectArgs) -> Result<(), CliError> {
 fn describe(s: &ingest::TensorSummary) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let key = s
-        .key
-        .as_ref()
-        .map(|k| format!(" (array '{k}')"))
-        .unwrap_or_default();
+    let key = match (&s.key, s.stacked) {
+        (Some(k), Some(n)) => format!(" ('{k}': {n} arrays stacked as layers)"),
+        (None, Some(n)) => format!(" ({n} arrays stacked as layers)"),
+        (Some(k), None) => format!(" (array '{k}')"),
+        (None, None) => String::new(),
+    };
     let dims: Vec<String> = s.shape.iter().map(|d| d.to_string()).collect();
     let order = if s.fortran_order {
         " Fortran order"

@@ -25,6 +25,9 @@ pub struct TensorSummary {
     pub dtype: String,
     pub shape: Vec<usize>,
     pub fortran_order: bool,
+    /// How many arrays were stacked as the first (layer) axis, when they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stacked: Option<usize>,
     pub bytes_on_disk: Option<u64>,
     /// Axis letters used, or None when the rank has no default and none was given.
     pub layout: Option<String>,
@@ -44,6 +47,7 @@ pub fn summarize(path: &Path, key: Option<&str>, layout: Option<&str>) -> Result
         dtype: t.element.name(),
         shape: t.shape.clone(),
         fortran_order: t.fortran_order,
+        stacked: t.stacked,
         bytes_on_disk: t.file_bytes,
         layout: None,
         layout_note: None,

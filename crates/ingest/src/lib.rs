@@ -5,9 +5,12 @@
 //! analyses one Q × K slab at a time through [`AttentionSource`], the dense row source.
 //!
 //! - [`TensorFile`]: an opened `.npy` (C or Fortran order, format versions 1–3), `.npz`
-//!   member (stored: positioned reads; deflated: inflated once), `.safetensors` tensor, or an
-//!   `.npy` stream on stdin (`-`). Element types f16, bf16, f32, f64 (either byte order);
-//!   integer and bool arrays are read for masks and ids.
+//!   member (stored: positioned reads; deflated: inflated once), `.safetensors` tensor,
+//!   PyTorch file (`torch.save`'s zip format, read by a restricted unpickler that runs no
+//!   code; storages read in place, strided views included), or an `.npy` stream on stdin
+//!   (`-`). Per-layer arrays (a tuple of tensors, or the arrays an `--attn-key` pattern such
+//!   as `'arr_*'` matches) are stacked as the layer axis without copying. Element types f16,
+//!   bf16, f32, f64 (either byte order); integer and bool arrays are read for masks and ids.
 //! - [`Layout`]: axis letters `L B H Q K`; 5-D defaults to `LBHQK`, 3-D `HQK`, 2-D `QK`.
 //! - [`RowSource`]: the abstraction every analysis consumes — valid query rows, slab by slab.
 //! - [`AttentionSource`]: the dense [`RowSource`]: the selected `(batch, layer, head)` slabs in
@@ -41,7 +44,9 @@ mod error;
 mod inspect;
 mod kernels;
 pub mod layout;
+mod names;
 pub mod npy;
+mod pytorch;
 mod row_source;
 mod selection;
 mod source;

@@ -186,7 +186,8 @@ impl AttentionSource {
     }
 
     /// Large little-endian f32 slabs in a file with nothing to apply are read in place through
-    /// a short-lived memory map: no copy, and the kernel maps page-cache pages in batches.
+    /// a short-lived memory map: no copy, and the kernel maps page-cache pages in batches
+    /// (when the slab's rows are one region of the file: not across a strided view's gaps).
     /// Small slabs are copied with positioned reads: for them, the map and unmap (a TLB
     /// shootdown on every other core) cost more than the copy.
     fn zero_copy(&self) -> bool {
@@ -194,23 +195,28 @@ impl AttentionSource {
             && self.dims.queries * self.dims.keys * 4 >= MAP_MIN_BYTES
             && self.tensor.element == Element::little(Dtype::F32)
             && !self.annotations.has_head_importance()
-            && self.tensor.data_start().is_some_and(|b| b % 4 == 0)
+            && self.tensor.file_aligned(4)
             && cfg!(target_endian = "little")
     }
 
-    fn for_each_mapped_row(&self, s: SlabId, mut f: impl FnMut(usize, u32, &[f32])) -> Result<()> {
+    /// Calls `f` on each valid row of a mapped slab; false (nothing called) when the rows are
+    /// not one region of the file.
+    fn for_each_mapped_row(
+        &self,
+        s: SlabId,
+        f: &mut impl FnMut(usize, u32, &[f32]),
+    ) -> Result<bool> {
         let nk = self.dims.keys;
         let queries = self.valid_queries(s.batch);
         let (Some(&first), Some(&last)) = (queries.first(), queries.last()) else {
-            return Ok(());
+            return Ok(true);
         };
         let (first, last) = (first as usize, last as usize);
         let start = (self.slab_offset(s) + (first * nk) as u64) * 4;
         let len = (last + 1 - first) * nk * 4;
-        let map = self
-            .tensor
-            .map(start, len)?
-            .expect("zero_copy implies a file");
+        let Some(map) = self.tensor.map(start, len)? else {
+            return Ok(false);
+        };
         // SAFETY: the map holds `len` bytes, f32-aligned (checked in `zero_copy`; maps start
         // on a page), and every bit pattern is a valid f32.
         let values: &[f32] =
@@ -223,7 +229,7 @@ impl AttentionSource {
                 f(i, queries[i], &values[at..at + nk]);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn check_finite(&self, s: SlabId, first_row: usize, values: &[f32]) -> Result<()> {
@@ -295,8 +301,8 @@ impl RowSource for AttentionSource {
         buf: &mut SlabBuffer,
         mut f: impl FnMut(usize, u32, &[f32]),
     ) -> Result<()> {
-        if self.zero_copy() {
-            return self.for_each_mapped_row(s, f);
+        if self.zero_copy() && self.for_each_mapped_row(s, &mut f)? {
+            return Ok(());
         }
         let nk = self.dims.keys;
         let queries = self.valid_queries(s.batch);

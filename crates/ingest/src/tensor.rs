@@ -8,7 +8,9 @@ use std::sync::Mutex;
 
 use crate::dtype::{Dtype, Element};
 use crate::error::{bail, IngestError, Result};
+use crate::names::{self, Pick};
 use crate::npy;
+use crate::pytorch;
 
 /// The container a tensor was found in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +18,7 @@ pub enum Container {
     Npy,
     Npz,
     Safetensors,
+    Pytorch,
     Stdin,
 }
 
@@ -25,6 +28,7 @@ impl Container {
             Container::Npy => "npy",
             Container::Npz => "npz",
             Container::Safetensors => "safetensors",
+            Container::Pytorch => "pytorch",
             Container::Stdin => "npy (stdin)",
         }
     }
@@ -32,25 +36,30 @@ impl Container {
 
 /// An opened tensor: its header facts and a way to read its data, never all at once
 /// unless the container forces it (a deflated `.npz` member).
+///
+/// The data is addressed as if it were one array in storage order (C order, or Fortran order
+/// when `fortran_order`), whatever its placement in the file: arrays stacked as layers and
+/// strided views (a `torch.save`d slice) are read piece by piece behind that address space.
 pub struct TensorFile {
     pub path: PathBuf,
     pub container: Container,
-    /// The array's name inside an `.npz`/`.safetensors`.
+    /// The array's name inside an `.npz`/`.safetensors`/PyTorch dict, or the pattern whose
+    /// matches were stacked.
     pub key: Option<String>,
     pub element: Element,
     pub shape: Vec<usize>,
     pub fortran_order: bool,
     /// Size of the file on disk (None for stdin).
     pub file_bytes: Option<u64>,
+    /// How many arrays (a tuple's tensors, a pattern's matches) were stacked as the first axis.
+    pub stacked: Option<usize>,
     storage: Storage,
+    placement: Placement,
 }
 
 enum Storage {
-    /// Positioned reads from a file; `base` is where the first element starts.
-    File {
-        file: File,
-        base: u64,
-    },
+    /// Positioned reads from a file.
+    File(File),
     Memory(Vec<u8>),
     /// A forward-only stream; reads must come in ascending offset order.
     Stream(Mutex<StreamState>),
@@ -61,9 +70,132 @@ struct StreamState {
     pos: u64,
 }
 
+/// Where the logical data lies in the storage.
+enum Placement {
+    /// One region in storage order, starting `base` bytes into the storage.
+    Region { base: u64 },
+    /// Logical elements `[i·n, (i+1)·n)` in C order are part `i`, an array of `part_shape`
+    /// (n elements) with strides of its own.
+    Parts {
+        part_shape: Vec<usize>,
+        part_len: u64,
+        parts: Vec<Part>,
+    },
+}
+
+struct Part {
+    /// Byte offset of the part's first element in the storage.
+    base: u64,
+    /// Element strides of each axis of the part.
+    strides: Vec<u64>,
+    /// Elements in C order that are consecutive in the storage too (one positioned read).
+    run: u64,
+}
+
+/// Runs of fewer consecutive elements than this are gathered from one read of their span.
+const SHORT_RUN: u64 = 16;
+
+/// A gather reads at most this many times the bytes it returns.
+const SPARSE_SPAN: u64 = 16;
+
+/// One array found in a container, before it becomes (a part of) a [`TensorFile`].
+pub(crate) struct Piece {
+    pub name: String,
+    pub element: Element,
+    pub shape: Vec<usize>,
+    /// Element strides of each axis.
+    pub strides: Vec<u64>,
+    pub at: At,
+}
+
+/// Where a piece's first element is.
+pub(crate) enum At {
+    /// At this byte offset of the file.
+    File(u64),
+    /// Inflated into memory (a deflated `.npz` member), in the order its strides give.
+    Memory(Vec<u8>),
+}
+
+/// What a container holds under the key asked for: one array, or several stacked as layers.
+pub(crate) struct Found {
+    pub pieces: Vec<Piece>,
+    pub stacked: bool,
+    pub key: Option<String>,
+}
+
+/// Element strides of an array stored in C or Fortran order.
+pub(crate) fn contiguous_strides(shape: &[usize], fortran: bool) -> Vec<u64> {
+    let mut strides = vec![0u64; shape.len()];
+    let mut acc = 1u64;
+    let axes: Vec<usize> = if fortran {
+        (0..shape.len()).collect()
+    } else {
+        (0..shape.len()).rev().collect()
+    };
+    for a in axes {
+        strides[a] = acc;
+        acc = acc.saturating_mul(shape[a] as u64);
+    }
+    strides
+}
+
+/// Elements of `shape`, or None when the count overflows.
+fn element_count(shape: &[usize]) -> Option<u64> {
+    shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+}
+
+/// Some(fortran) when `strides` are those of a C (false) or Fortran (true) order array.
+/// Exact strides decide first (a Fortran `.npz` member of shape (1, n) stays Fortran); then
+/// axes of length 1 may have any stride, as torch gives them.
+fn storage_order(shape: &[usize], strides: &[u64]) -> Option<bool> {
+    if element_count(shape) == Some(0) {
+        return Some(false);
+    }
+    let fits = |fortran: bool, exact: bool| {
+        contiguous_strides(shape, fortran)
+            .iter()
+            .zip(strides)
+            .zip(shape)
+            .all(|((want, got), &d)| (d == 1 && !exact) || want == got)
+    };
+    [(false, true), (true, true), (false, false), (true, false)]
+        .into_iter()
+        .find(|&(fortran, exact)| fits(fortran, exact))
+        .map(|(fortran, _)| fortran)
+}
+
+/// Elements the strided array spans in its storage, from its first element (0 when empty).
+pub(crate) fn extent(shape: &[usize], strides: &[u64]) -> Option<u64> {
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    shape.iter().zip(strides).try_fold(1u64, |acc, (&d, &s)| {
+        (d as u64 - 1).checked_mul(s)?.checked_add(acc)
+    })
+}
+
+/// Elements in C order that stay consecutive in the storage: the trailing axes whose
+/// strides are those of a C-order array.
+fn contiguous_run(shape: &[usize], strides: &[u64]) -> u64 {
+    let mut run = 1u64;
+    for (&d, &s) in shape.iter().zip(strides).rev() {
+        if d == 1 {
+            continue;
+        }
+        if s != run {
+            break;
+        }
+        run *= d as u64;
+    }
+    run
+}
+
 impl TensorFile {
-    /// Opens `path` (`-` = an `.npy` stream on stdin). `key` names the array in an
-    /// `.npz` or `.safetensors`; without it, `attentions` if present, else the only array.
+    /// Opens `path` (`-` = an `.npy` stream on stdin). `key` names the array in an `.npz`,
+    /// `.safetensors` or PyTorch dict, or is a pattern (`'arr_*'`) whose matches are stacked
+    /// as layers; without it, `attentions` if present, else the only array.
     pub fn open(path: &Path, key: Option<&str>) -> Result<TensorFile> {
         if path.as_os_str() == "-" {
             return Self::open_stdin();
@@ -79,11 +211,25 @@ impl TensorFile {
             .and_then(|e| e.to_str())
             .unwrap_or("")
             .to_ascii_lowercase();
-        match ext.as_str() {
-            "npz" => Self::open_npz(path, file, len, key),
-            "safetensors" => Self::open_safetensors(path, file, len, key),
-            _ => Self::open_npy(path, file, len),
-        }
+        let (container, found) = match ext.as_str() {
+            "npz" => (Container::Npz, Self::find_npz(path, &file, len, key)?),
+            "safetensors" => (
+                Container::Safetensors,
+                Self::find_safetensors(path, &file, len, key)?,
+            ),
+            "pt" | "pth" | "bin" => (Container::Pytorch, pytorch::find(path, &file, len, key)?),
+            // Any other name (or none, as for an in-memory file): `.npy` unless the first
+            // bytes say it is a zip (torch.save or np.savez) or a pickle.
+            _ => match sniff(&file, len) {
+                Sniffed::Zip if pytorch::is_torch_zip(&file) => {
+                    (Container::Pytorch, pytorch::find(path, &file, len, key)?)
+                }
+                Sniffed::Zip => (Container::Npz, Self::find_npz(path, &file, len, key)?),
+                Sniffed::Pickle => return Err(pytorch::not_zip(path, &file, len)),
+                Sniffed::Other => return Self::open_npy(path, file, len),
+            },
+        };
+        Self::assemble(path, container, file, len, found)
     }
 
     fn open_npy(path: &Path, file: File, len: u64) -> Result<TensorFile> {
@@ -96,8 +242,9 @@ impl TensorFile {
             shape: header.shape,
             fortran_order: header.fortran_order,
             file_bytes: Some(len),
-            storage: Storage::File {
-                file,
+            stacked: None,
+            storage: Storage::File(file),
+            placement: Placement::Region {
                 base: header.data_offset,
             },
         };
@@ -129,18 +276,17 @@ impl TensorFile {
             shape: header.shape,
             fortran_order: header.fortran_order,
             file_bytes: None,
+            stacked: None,
             storage: Storage::Stream(Mutex::new(StreamState { reader, pos: 0 })),
+            placement: Placement::Region { base: 0 },
         };
         t.data_bytes()?;
         Ok(t)
     }
 
-    fn open_npz(path: &Path, file: File, len: u64, key: Option<&str>) -> Result<TensorFile> {
-        let bad = |e: zip::result::ZipError| {
-            IngestError::invalid(path, format!("not a valid .npz file ({e})"))
-        };
+    fn find_npz(path: &Path, file: &File, len: u64, key: Option<&str>) -> Result<Found> {
         let reader = file.try_clone().map_err(|e| IngestError::io(path, e))?;
-        let mut zip = zip::ZipArchive::new(reader).map_err(bad)?;
+        let mut zip = zip::ZipArchive::new(reader).map_err(|e| bad_npz(path, e))?;
         let names: Vec<String> = zip
             .file_names()
             .filter_map(|n| n.ok())
@@ -150,80 +296,39 @@ impl TensorFile {
             .iter()
             .map(|n| n.strip_suffix(".npy").unwrap_or(n))
             .collect();
-        let key = pick_key(path, key, &arrays)?;
-        let member = names[arrays
-            .iter()
-            .position(|a| *a == key)
-            .expect("picked from the list")]
-        .clone();
-        let mut entry = zip.by_name(&member).map_err(bad)?;
-        let stored = entry.compression() == zip::CompressionMethod::Stored;
-        let size = entry.size();
-        if stored {
-            let start = entry
-                .data_start()
-                .ok_or_else(|| IngestError::invalid(path, "member has no data offset"))?;
-            if start.checked_add(size).is_none_or(|end| end > len) {
-                bail!(path, "member '{member}' extends past the end of the file");
-            }
-            let header =
-                read_npy_header(path, |off, buf| file.read_exact_at(buf, start + off), size)?;
-            let t = TensorFile {
-                path: path.to_path_buf(),
-                container: Container::Npz,
-                key: Some(key),
-                element: header.element,
-                shape: header.shape,
-                fortran_order: header.fortran_order,
-                file_bytes: Some(len),
-                storage: Storage::File {
-                    file,
-                    base: start + header.data_offset,
-                },
-            };
-            t.check_fits(size.saturating_sub(header.data_offset))?;
-            return Ok(t);
-        }
-        // A deflated member cannot be read at an offset: inflate it, after checking that the
-        // size it claims is what its own header needs.
-        let mut pre = vec![0u8; npy::PREAMBLE_LEN];
-        read_full(&mut entry, &mut pre).map_err(|e| IngestError::io(path, e))?;
-        let total = npy::header_len(&pre).map_err(|r| IngestError::invalid(path, r))?;
-        let mut head = pre;
-        head.resize(total.max(npy::PREAMBLE_LEN), 0);
-        read_full(&mut entry, &mut head[npy::PREAMBLE_LEN..])
-            .map_err(|e| IngestError::io(path, e))?;
-        let header = npy::parse_header(&head).map_err(|r| IngestError::invalid(path, r))?;
-        let mut t = TensorFile {
-            path: path.to_path_buf(),
-            container: Container::Npz,
-            key: Some(key),
-            element: header.element,
-            shape: header.shape,
-            fortran_order: header.fortran_order,
-            file_bytes: Some(len),
-            storage: Storage::Memory(Vec::new()),
+        let member = |array: &str| {
+            names[arrays
+                .iter()
+                .position(|a| *a == array)
+                .expect("picked from the list")]
+            .clone()
         };
-        let need = t.data_bytes()?;
-        if size < header.data_offset + need {
-            bail!(
-                path,
-                "member '{member}' holds {size} bytes, its header needs {}",
-                header.data_offset + need
-            );
-        }
-        let mut data = vec![0u8; need as usize];
-        read_full(&mut entry, &mut data).map_err(|e| IngestError::io(path, e))?;
-        t.storage = Storage::Memory(data);
-        Ok(t)
+        let zip = std::cell::RefCell::new(&mut zip);
+        let pick = names::pick(path, key, &arrays, |a| {
+            let mut zip = zip.borrow_mut();
+            let name = member(a);
+            let mut entry = zip.by_name(&name).ok()?;
+            read_member_header(path, &mut entry, &name, file, len)
+                .ok()
+                .map(|(h, _)| h.shape)
+        })?;
+        let zip = zip.into_inner();
+        let (names, stacked, key) = match pick {
+            Pick::One(name) => (vec![name.clone()], false, name),
+            Pick::Stack { pattern, names } => (names, true, pattern),
+        };
+        let pieces = names
+            .into_iter()
+            .map(|array| npz_piece(path, zip, file, len, &member(&array), array))
+            .collect::<Result<_>>()?;
+        Ok(Found {
+            pieces,
+            stacked,
+            key: Some(key),
+        })
     }
 
-    fn open_safetensors(
-        path: &Path,
-        file: File,
-        len: u64,
-        key: Option<&str>,
-    ) -> Result<TensorFile> {
+    fn find_safetensors(path: &Path, file: &File, len: u64, key: Option<&str>) -> Result<Found> {
         let mut n = [0u8; 8];
         if len < 8 {
             bail!(path, "truncated safetensors file ({len} bytes)");
@@ -245,42 +350,181 @@ impl TensorFile {
         let tensors = meta.tensors();
         let mut names: Vec<&str> = tensors.keys().map(|s| s.as_str()).collect();
         names.sort_unstable();
-        let key = pick_key(path, key, &names)?;
-        let info = tensors[key.as_str()];
-        use safetensors::Dtype as S;
-        let dtype = match info.dtype {
-            S::F16 => Dtype::F16,
-            S::BF16 => Dtype::BF16,
-            S::F32 => Dtype::F32,
-            S::F64 => Dtype::F64,
-            S::BOOL => Dtype::Bool,
-            S::U8 | S::I8 | S::I16 | S::U16 | S::I32 | S::U32 | S::I64 | S::U64 => Dtype::Int {
-                bytes: info.dtype.size() as u8,
-                signed: matches!(info.dtype, S::I8 | S::I16 | S::I32 | S::I64),
-            },
-            other => bail!(path, "unsupported safetensors dtype {other:?}"),
+        let pick = names::pick(path, key, &names, |n| Some(tensors[n].shape.clone()))?;
+        let (picked, stacked, key) = match pick {
+            Pick::One(name) => (vec![name.clone()], false, name),
+            Pick::Stack { pattern, names } => (names, true, pattern),
         };
-        let (start, end) = info.data_offsets;
-        let base = 8 + hlen + start as u64;
-        let t = TensorFile {
-            path: path.to_path_buf(),
-            container: Container::Safetensors,
+        let mut pieces = Vec::with_capacity(picked.len());
+        for name in picked {
+            let info = tensors[name.as_str()];
+            use safetensors::Dtype as S;
+            let dtype = match info.dtype {
+                S::F16 => Dtype::F16,
+                S::BF16 => Dtype::BF16,
+                S::F32 => Dtype::F32,
+                S::F64 => Dtype::F64,
+                S::BOOL => Dtype::Bool,
+                S::U8 | S::I8 | S::I16 | S::U16 | S::I32 | S::U32 | S::I64 | S::U64 => Dtype::Int {
+                    bytes: info.dtype.size() as u8,
+                    signed: matches!(info.dtype, S::I8 | S::I16 | S::I32 | S::I64),
+                },
+                other => bail!(path, "unsupported safetensors dtype {other:?} ('{name}')"),
+            };
+            let element = Element::little(dtype);
+            let (start, end) = info.data_offsets;
+            let Some(base) = (8 + hlen).checked_add(start as u64) else {
+                bail!(path, "tensor '{name}' starts past any file ({start})");
+            };
+            let need = element_count(&info.shape)
+                .and_then(|n| n.checked_mul(element.size() as u64))
+                .ok_or_else(|| {
+                    IngestError::invalid(
+                        path,
+                        format!("shape {:?} is too large to address", info.shape),
+                    )
+                })?;
+            if end.checked_sub(start) != Some(need as usize) {
+                bail!(
+                    path,
+                    "tensor data holds {} bytes, its shape needs {need}",
+                    end.wrapping_sub(start)
+                );
+            }
+            if need > len.saturating_sub(base) {
+                bail!(
+                    path,
+                    "header claims shape {:?} of {} ({need} bytes) but the file holds {} bytes of data",
+                    info.shape,
+                    element.name(),
+                    len.saturating_sub(base)
+                );
+            }
+            pieces.push(Piece {
+                element,
+                strides: contiguous_strides(&info.shape, false),
+                shape: info.shape.clone(),
+                at: At::File(base),
+                name,
+            });
+        }
+        Ok(Found {
+            pieces,
+            stacked,
             key: Some(key),
-            element: Element::little(dtype),
-            shape: info.shape.clone(),
+        })
+    }
+
+    /// The tensor of the arrays found: one array as it lies, or several stacked as a new
+    /// first (layer) axis. Pieces have been checked against their own bytes; here they are
+    /// checked against each other and the file.
+    fn assemble(
+        path: &Path,
+        container: Container,
+        file: File,
+        len: u64,
+        found: Found,
+    ) -> Result<TensorFile> {
+        let Found {
+            mut pieces,
+            stacked,
+            key,
+        } = found;
+        let mut t = TensorFile {
+            path: path.to_path_buf(),
+            container,
+            key,
+            element: pieces[0].element,
+            shape: pieces[0].shape.clone(),
             fortran_order: false,
             file_bytes: Some(len),
-            storage: Storage::File { file, base },
+            stacked: stacked.then_some(pieces.len()),
+            storage: Storage::File(file),
+            placement: Placement::Region { base: 0 },
         };
+        if !stacked {
+            if let Some(fortran) = storage_order(&pieces[0].shape, &pieces[0].strides) {
+                let piece = pieces.pop().expect("one piece");
+                t.fortran_order = fortran;
+                match piece.at {
+                    At::File(base) => t.placement = Placement::Region { base },
+                    At::Memory(data) => t.storage = Storage::Memory(data),
+                }
+                return Ok(t);
+            }
+        }
+        let first = &pieces[0];
+        for p in &pieces[1..] {
+            if p.shape != first.shape {
+                bail!(
+                    path,
+                    "arrays to stack as layers differ in shape: '{}' is {:?}, '{}' is {:?}",
+                    first.name,
+                    first.shape,
+                    p.name,
+                    p.shape
+                );
+            }
+            if p.element != first.element {
+                bail!(
+                    path,
+                    "arrays to stack as layers differ in dtype: '{}' is {}, '{}' is {}",
+                    first.name,
+                    first.element.name(),
+                    p.name,
+                    p.element.name()
+                );
+            }
+        }
+        let part_shape = first.shape.clone();
+        if stacked {
+            t.shape.insert(0, pieces.len());
+        }
         let need = t.data_bytes()?;
-        if (end - start) as u64 != need {
+        let w = t.element.size() as u64;
+        let in_memory = pieces.iter().any(|p| matches!(p.at, At::Memory(_)));
+        if !in_memory && need > len {
+            // Only a view that repeats its storage (expand, or one tensor listed twice) can
+            // claim more than the file: reading it would multiply the file in memory.
             bail!(
                 path,
-                "tensor data holds {} bytes, its shape needs {need}",
-                end - start
+                "the tensor's {need} bytes exceed the file's {len}: it repeats stored values (an expanded view, or one tensor saved twice); save a contiguous copy"
             );
         }
-        t.check_fits(len.saturating_sub(base))?;
+        let mut parts = Vec::with_capacity(pieces.len());
+        let mut data = Vec::new();
+        for p in pieces {
+            let run = contiguous_run(&part_shape, &p.strides);
+            let base = match p.at {
+                At::File(base) if !in_memory => base,
+                // Mixed with inflated members: the stored ones are copied next to them.
+                At::File(base) => {
+                    let span = extent(&part_shape, &p.strides).unwrap_or(0) * w;
+                    let at = data.len();
+                    data.resize(at + span as usize, 0);
+                    t.read_storage_at(base, &mut data[at..])?;
+                    at as u64
+                }
+                At::Memory(bytes) => {
+                    let at = data.len();
+                    data.extend_from_slice(&bytes);
+                    at as u64
+                }
+            };
+            parts.push(Part {
+                base,
+                strides: p.strides,
+                run,
+            });
+        }
+        if in_memory {
+            t.storage = Storage::Memory(data);
+        }
+        t.placement = Placement::Parts {
+            part_len: element_count(&part_shape).unwrap_or(0),
+            part_shape,
+            parts,
+        };
         Ok(t)
     }
 
@@ -321,20 +565,10 @@ impl TensorFile {
         Ok(())
     }
 
-    /// Element strides (in elements) of each axis, from the storage order.
+    /// Element strides (in elements) of each axis, in the address space `read_at` uses:
+    /// the storage order (Fortran or C) of one region, C order for stacked or strided data.
     pub fn strides(&self) -> Vec<u64> {
-        let mut strides = vec![0u64; self.shape.len()];
-        let mut acc = 1u64;
-        let axes: Vec<usize> = if self.fortran_order {
-            (0..self.shape.len()).collect()
-        } else {
-            (0..self.shape.len()).rev().collect()
-        };
-        for a in axes {
-            strides[a] = acc;
-            acc *= self.shape[a] as u64;
-        }
-        strides
+        contiguous_strides(&self.shape, self.fortran_order)
     }
 
     /// True when any byte range can be read at any time (not a forward-only stream).
@@ -346,23 +580,28 @@ impl TensorFile {
         matches!(self.storage, Storage::Memory(_))
     }
 
-    /// Reads `buf.len()` bytes starting `offset` bytes into the data.
-    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+    /// Reads `buf.len()` bytes at byte `at` of the storage (file, memory or stream).
+    fn read_storage_at(&self, at: u64, buf: &mut [u8]) -> Result<()> {
         match &self.storage {
-            Storage::File { file, base } => file
-                .read_exact_at(buf, base + offset)
+            Storage::File(file) => file
+                .read_exact_at(buf, at)
                 .map_err(|e| IngestError::io(&self.path, e)),
             Storage::Memory(data) => {
-                let start = offset as usize;
-                buf.copy_from_slice(&data[start..start + buf.len()]);
+                let src = usize::try_from(at)
+                    .ok()
+                    .and_then(|s| data.get(s..s.checked_add(buf.len())?));
+                let Some(src) = src else {
+                    bail!(&self.path, "internal: read past the data in memory");
+                };
+                buf.copy_from_slice(src);
                 Ok(())
             }
             Storage::Stream(state) => {
                 let mut s = state.lock().expect("stream lock");
-                if offset < s.pos {
+                if at < s.pos {
                     bail!(&self.path, "internal: stream read out of order");
                 }
-                let skip = offset - s.pos;
+                let skip = at - s.pos;
                 let skipped = std::io::copy(&mut (&mut s.reader).take(skip), &mut std::io::sink())
                     .map_err(|e| IngestError::io(&self.path, e))?;
                 if skipped < skip {
@@ -372,10 +611,104 @@ impl TensorFile {
                     );
                 }
                 read_full(&mut s.reader, buf).map_err(|e| IngestError::io(&self.path, e))?;
-                s.pos = offset + buf.len() as u64;
+                s.pos = at + buf.len() as u64;
                 Ok(())
             }
         }
+    }
+
+    /// Storage byte offset of logical element `v` of stacked or strided data, and how many
+    /// elements from there on are consecutive in the storage.
+    fn locate(&self, v: u64) -> Result<(u64, u64)> {
+        let Placement::Parts {
+            part_shape,
+            part_len,
+            parts,
+        } = &self.placement
+        else {
+            unreachable!("locate is for parts")
+        };
+        let part = (*part_len > 0)
+            .then(|| parts.get((v / part_len) as usize))
+            .flatten();
+        let Some(part) = part else {
+            bail!(&self.path, "internal: element {v} is past the tensor");
+        };
+        let within = v % part_len;
+        let mut rest = within;
+        let mut element = 0u64;
+        for (&d, &s) in part_shape.iter().zip(&part.strides).rev() {
+            element += (rest % d as u64) * s;
+            rest /= d as u64;
+        }
+        let w = self.element.size() as u64;
+        Ok((part.base + element * w, part.run - within % part.run))
+    }
+
+    /// Reads `buf.len()` bytes starting `offset` bytes into the data.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        if let Placement::Region { base } = self.placement {
+            return self.read_storage_at(base + offset, buf);
+        }
+        let w = self.element.size();
+        if offset % w as u64 != 0 || buf.len() % w != 0 {
+            bail!(&self.path, "internal: read not on element boundaries");
+        }
+        let mut v = offset / w as u64;
+        let mut done = 0;
+        while done < buf.len() {
+            let (at, run) = self.locate(v)?;
+            let left = ((buf.len() - done) / w) as u64;
+            let n = run.min(left);
+            if n < SHORT_RUN {
+                let in_part = left.min(self.part_len() - v % self.part_len());
+                let bytes = in_part as usize * w;
+                if self.gather(v, &mut buf[done..done + bytes])? {
+                    done += bytes;
+                    v += in_part;
+                    continue;
+                }
+            }
+            let bytes = n as usize * w;
+            self.read_storage_at(at, &mut buf[done..done + bytes])?;
+            done += bytes;
+            v += n;
+        }
+        Ok(())
+    }
+
+    /// Elements of each stacked or strided part (`locate` has found `v` in one, so not 0).
+    fn part_len(&self) -> u64 {
+        match &self.placement {
+            Placement::Parts { part_len, .. } => *part_len,
+            Placement::Region { .. } => unreachable!("parts only"),
+        }
+    }
+
+    /// Fills `buf` with the elements from `v` on (all in one part) when they mostly cover
+    /// their storage span (a transposed view read a row block at a time): one read of the
+    /// span, then a gather, instead of one read per element. False (nothing read) when they
+    /// are too sparse; the span lies within the file, so the copy is bounded by it.
+    fn gather(&self, v: u64, buf: &mut [u8]) -> Result<bool> {
+        let w = self.element.size();
+        let n = (buf.len() / w) as u64;
+        let (mut lo, mut hi) = (u64::MAX, 0);
+        for i in v..v + n {
+            let at = self.locate(i)?.0;
+            lo = lo.min(at);
+            hi = hi.max(at);
+        }
+        let span = hi - lo + w as u64;
+        if span > SPARSE_SPAN * buf.len() as u64 {
+            return Ok(false);
+        }
+        let mut raw = vec![0u8; span as usize];
+        self.read_storage_at(lo, &mut raw)?;
+        for (i, out) in (v..v + n).zip(buf.chunks_exact_mut(w)) {
+            let at = (self.locate(i)?.0 - lo) as usize;
+            out.copy_from_slice(&raw[at..at + w]);
+        }
+        Ok(true)
     }
 
     /// Reads `out.len()` consecutive elements starting at element `first`, converted to f32
@@ -388,35 +721,49 @@ impl TensorFile {
         Ok(())
     }
 
-    /// Maps `len` bytes starting `offset` bytes into the data, when the tensor is a plain file
-    /// region (None for streams and in-memory data). The map is released when dropped, so a
-    /// caller that maps one slab at a time keeps its resident memory to one slab.
+    /// Maps `len` bytes starting `offset` bytes into the data, when they are one region of a
+    /// file (None for streams, in-memory data, and ranges that cross stacked arrays or the
+    /// gaps of a strided view). The map is released when dropped, so a caller that maps one
+    /// slab at a time keeps its resident memory to one slab.
     pub fn map(&self, offset: u64, len: usize) -> Result<Option<memmap2::Mmap>> {
-        let Storage::File { file, base } = &self.storage else {
+        let Storage::File(file) = &self.storage else {
             return Ok(None);
+        };
+        let at = match self.placement {
+            Placement::Region { base } => base + offset,
+            Placement::Parts { .. } => {
+                let w = self.element.size() as u64;
+                if offset % w != 0 || len as u64 % w != 0 {
+                    return Ok(None);
+                }
+                let (at, run) = self.locate(offset / w)?;
+                if run < len as u64 / w {
+                    return Ok(None);
+                }
+                at
+            }
         };
         // SAFETY: the map is read-only and short-lived; a file truncated by another process
         // while mapped is the one hazard, as with every memory-mapped reader.
-        let map = unsafe {
-            memmap2::MmapOptions::new()
-                .offset(base + offset)
-                .len(len)
-                .map(file)
-        };
+        let map = unsafe { memmap2::MmapOptions::new().offset(at).len(len).map(file) };
         map.map(Some).map_err(|e| IngestError::io(&self.path, e))
     }
 
-    /// Byte offset of the first element within the file (None when not a file region).
-    pub fn data_start(&self) -> Option<u64> {
-        match &self.storage {
-            Storage::File { base, .. } => Some(*base),
-            _ => None,
+    /// True when the data is in a file and every element lies at a multiple of `align`
+    /// bytes, so that a map of it can be read as elements in place.
+    pub fn file_aligned(&self, align: u64) -> bool {
+        if !matches!(self.storage, Storage::File(_)) {
+            return false;
+        }
+        match &self.placement {
+            Placement::Region { base } => base % align == 0,
+            Placement::Parts { parts, .. } => parts.iter().all(|p| p.base % align == 0),
         }
     }
 
     /// Reads the whole data into memory (used when the storage order is not slab order).
     pub fn load_into_memory(&mut self) -> Result<()> {
-        if self.is_in_memory() {
+        if self.is_in_memory() && matches!(self.placement, Placement::Region { .. }) {
             return Ok(());
         }
         let need = self.data_bytes()?;
@@ -427,6 +774,7 @@ impl TensorFile {
         data.resize(need as usize, 0);
         self.read_at(0, &mut data)?;
         self.storage = Storage::Memory(data);
+        self.placement = Placement::Region { base: 0 };
         Ok(())
     }
 
@@ -476,18 +824,112 @@ impl TensorFile {
     }
 }
 
-fn pick_key(path: &Path, key: Option<&str>, names: &[&str]) -> Result<String> {
-    match key {
-        Some(k) if names.contains(&k) => Ok(k.to_string()),
-        Some(k) => bail!(path, "no array named '{k}' (has: {})", names.join(", ")),
-        None if names.contains(&"attentions") => Ok("attentions".to_string()),
-        None if names.len() == 1 => Ok(names[0].to_string()),
-        None if names.is_empty() => bail!(path, "contains no arrays"),
-        None => bail!(
-            path,
-            "several arrays ({}); name one with --attn-key",
-            names.join(", ")
-        ),
+fn bad_npz(path: &Path, e: zip::result::ZipError) -> IngestError {
+    IngestError::invalid(path, format!("not a valid .npz file ({e})"))
+}
+
+/// The `.npy` header at the start of a zip member, and where its data starts in the file when
+/// the member is stored (None when deflated).
+fn read_member_header(
+    path: &Path,
+    entry: &mut zip::read::ZipFile<'_, File>,
+    member: &str,
+    file: &File,
+    len: u64,
+) -> Result<(npy::NpyHeader, Option<u64>)> {
+    let size = entry.size();
+    if entry.compression() == zip::CompressionMethod::Stored {
+        let start = entry
+            .data_start()
+            .ok_or_else(|| IngestError::invalid(path, "member has no data offset"))?;
+        if start.checked_add(size).is_none_or(|end| end > len) {
+            bail!(path, "member '{member}' extends past the end of the file");
+        }
+        let header = read_npy_header(path, |off, buf| file.read_exact_at(buf, start + off), size)?;
+        return Ok((header, Some(start)));
+    }
+    let mut pre = vec![0u8; npy::PREAMBLE_LEN];
+    read_full(entry, &mut pre).map_err(|e| IngestError::io(path, e))?;
+    let total = npy::header_len(&pre).map_err(|r| IngestError::invalid(path, r))?;
+    let mut head = pre;
+    head.resize(total.max(npy::PREAMBLE_LEN), 0);
+    read_full(entry, &mut head[npy::PREAMBLE_LEN..]).map_err(|e| IngestError::io(path, e))?;
+    let header = npy::parse_header(&head).map_err(|r| IngestError::invalid(path, r))?;
+    Ok((header, None))
+}
+
+/// Member `member` of an `.npz` as the piece named `array`: read in place when stored,
+/// inflated when deflated (after checking that the size it claims is what its header needs).
+fn npz_piece(
+    path: &Path,
+    zip: &mut zip::ZipArchive<File>,
+    file: &File,
+    len: u64,
+    member: &str,
+    array: String,
+) -> Result<Piece> {
+    let mut entry = zip.by_name(member).map_err(|e| bad_npz(path, e))?;
+    let size = entry.size();
+    let (header, start) = read_member_header(path, &mut entry, member, file, len)?;
+    let need = element_count(&header.shape)
+        .and_then(|n| n.checked_mul(header.element.size() as u64))
+        .ok_or_else(|| {
+            IngestError::invalid(
+                path,
+                format!("shape {:?} is too large to address", header.shape),
+            )
+        })?;
+    let available = size.saturating_sub(header.data_offset);
+    let at = match start {
+        Some(start) => {
+            if need > available {
+                bail!(
+                    path,
+                    "header claims shape {:?} of {} ({need} bytes) but the file holds {available} bytes of data",
+                    header.shape,
+                    header.element.name()
+                );
+            }
+            At::File(start + header.data_offset)
+        }
+        None => {
+            if need > available {
+                bail!(
+                    path,
+                    "member '{member}' holds {size} bytes, its header needs {}",
+                    header.data_offset + need
+                );
+            }
+            let mut data = vec![0u8; need as usize];
+            read_full(&mut entry, &mut data).map_err(|e| IngestError::io(path, e))?;
+            At::Memory(data)
+        }
+    };
+    Ok(Piece {
+        name: array,
+        element: header.element,
+        strides: contiguous_strides(&header.shape, header.fortran_order),
+        shape: header.shape,
+        at,
+    })
+}
+
+/// What the first bytes of a file say it is.
+enum Sniffed {
+    Zip,
+    Pickle,
+    Other,
+}
+
+fn sniff(file: &File, len: u64) -> Sniffed {
+    let mut head = [0u8; 4];
+    if len < 4 || file.read_exact_at(&mut head, 0).is_err() {
+        return Sniffed::Other;
+    }
+    match head {
+        [b'P', b'K', 3, 4] | [b'P', b'K', 5, 6] => Sniffed::Zip,
+        [0x80, 2..=5, ..] => Sniffed::Pickle,
+        _ => Sniffed::Other,
     }
 }
 

@@ -160,7 +160,7 @@ fn fuzz_file(fixture_name: &str, cases: u32) {
 }
 
 /// Valid files of every container and header variant the readers accept.
-const MUTATED: [&str; 10] = [
+const MUTATED: [&str; 14] = [
     "minilm/attentions_f16.npy",
     "minilm/attentions_fortran.npy",
     "odd/be_f4.npy",
@@ -171,10 +171,14 @@ const MUTATED: [&str; 10] = [
     "odd/zip64_path.npz",
     "minilm/attentions_bf16.safetensors",
     "odd/unaligned.safetensors",
+    "torch/tuple.pt",
+    "torch/dict.pt",
+    "torch/view_t.pt",
+    "torch/per_layer.npz",
 ];
 
 #[test]
-fn mutated_npy_npz_safetensors_never_panic() {
+fn mutated_npy_npz_safetensors_pytorch_never_panic() {
     for f in MUTATED {
         fuzz_file(f, 1000);
     }

@@ -330,11 +330,11 @@ enum RawRow<'a> {
 }
 
 impl SlidingWindowAttention {
-    /// Whether the sliding tensor can be read in place: little-endian float32 starting on a
-    /// multiple of 4 bytes in a file.
+    /// Whether the sliding tensor may be read in place: little-endian float32, every element
+    /// at a multiple of 4 bytes of a file (a map is then taken where the rows are one region).
     fn sliding_in_place(&self) -> bool {
         self.sliding.element == Element::little(Dtype::F32)
-            && self.sliding.data_start().is_some_and(|b| b % 4 == 0)
+            && self.sliding.file_aligned(4)
             && cfg!(target_endian = "little")
     }
 
@@ -372,16 +372,16 @@ impl SlidingWindowAttention {
         let rows_start = (slab * n as u64 + q0 as u64) * width as u64;
         let per_block = ((1 << 16) / width).max(1);
         let extra: &[f32] = extra;
-        if self.sliding_in_place() {
+        let len = (q1 + 1 - q0) * width * 4;
+        let map = match self.sliding_in_place() {
+            true => self.sliding.map(rows_start * 4, len)?,
+            false => None,
+        };
+        if let Some(map) = map {
             // The slab's rows read in place through a short-lived map: no copy of 4 bytes a
             // score (a 16k-token LED slab is 67 MB).
-            let len = (q1 + 1 - q0) * width * 4;
-            let map = self
-                .sliding
-                .map(rows_start * 4, len)?
-                .expect("in place implies a file");
-            // SAFETY: the map holds `len` bytes, f32-aligned (the data starts on a multiple of
-            // 4, checked in `sliding_in_place`), and every bit pattern is a valid f32.
+            // SAFETY: the map holds `len` bytes, f32-aligned (`sliding_in_place`), and every
+            // bit pattern is a valid f32.
             let rows: &[f32] =
                 unsafe { std::slice::from_raw_parts(map.as_ptr() as *const f32, len / 4) };
             for (run, first, last) in row_blocks(queries, per_block) {
