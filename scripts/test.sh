@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full test suite, on a fresh machine: Rust unit, integration and property tests; Python
 # interop tests (pyarrow, pandas, polars, DuckDB, scikit-learn in a local .venv; Debian's
-# chromium for the HTML text heatmap); the Python package (maturin wheel, pytest, Dask); the
+# chromium for the HTML text heatmap and, driven by Playwright for Python — which never
+# downloads a browser here — for `view`'s pages); the Python package (maturin wheel, pytest, Dask); the
 # shared acceptance checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
