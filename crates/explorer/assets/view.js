@@ -90,6 +90,7 @@
   function paint(canvas, codes, rows, cols, offset, words) {
     canvas.width = cols;
     canvas.height = rows;
+    if (!rows || !cols) return; // a batch row without valid positions
     const ctx = canvas.getContext('2d');
     const img = ctx.createImageData(cols, rows);
     const px = new Uint32Array(img.data.buffer);
