@@ -56,6 +56,7 @@ fn page(a: &ViewArgs, src: &impl RowSource, input: &Input) -> Result<String, Cli
         TileOptions {
             thumbnail: a.thumbnail as usize,
             finest: a.max_detail as usize,
+            budget: a.detail_kib as usize * 1024,
         },
     )
     .map_err(explorer_error)?;

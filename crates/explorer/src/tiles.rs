@@ -16,6 +16,11 @@ pub struct TileOptions {
     pub thumbnail: usize,
     /// Side of the finest detail level at most (full resolution below it).
     pub finest: usize,
+    /// Deflated bytes a head's level may take on average in [`choose_detail`] (0: no limit).
+    /// A level has four times the cells of the next coarser one, and is only compressed
+    /// when four times that level's bytes stay within this (deflating a level that will not
+    /// be embedded is most of the time of a 4,096-token head).
+    pub budget: usize,
 }
 
 impl Default for TileOptions {
@@ -23,6 +28,7 @@ impl Default for TileOptions {
         TileOptions {
             thumbnail: 64,
             finest: 1024,
+            budget: 0,
         }
     }
 }
@@ -46,7 +52,8 @@ pub struct HeadTiles {
     pub thumb_rows: usize,
     pub thumb_cols: usize,
     pub thumb: Vec<u8>,
-    /// Detail levels, finest first; each halves the one before, down to the thumbnail's size.
+    /// Detail levels, finest first; each halves the one before, down to twice the
+    /// thumbnail's size (levels too large for [`TileOptions::budget`] are left out).
     pub levels: Vec<Level>,
 }
 
@@ -125,22 +132,31 @@ fn one_head(
     drop(fine);
     let (tr, tc) = (rows.min(opts.thumbnail), cols.min(opts.thumbnail));
     let thumb = pool_to(&codes, rows, cols, tr, tc);
-    let mut levels = Vec::new();
-    let (mut r, mut c, mut cur) = (rows, cols, codes);
+    // The pyramid, finest first, then deflated from the coarsest up.
+    let mut pyramid = vec![(rows, cols, codes)];
     loop {
-        let deflated = deflate(&cur)?;
-        levels.push(Level {
-            rows: r,
-            cols: c,
-            deflated,
-        });
-        if r.max(c) <= opts.thumbnail.max(1) * 2 {
+        let (r, c, cur) = pyramid.last().expect("the finest level");
+        if (*r).max(*c) <= opts.thumbnail.max(1) * 2 {
             break;
         }
         let (nr, nc) = (r.div_ceil(2), c.div_ceil(2));
-        cur = pool_to(&cur, r, c, nr, nc);
-        (r, c) = (nr, nc);
+        let next = pool_to(cur, *r, *c, nr, nc);
+        pyramid.push((nr, nc, next));
     }
+    let mut levels: Vec<Level> = Vec::with_capacity(pyramid.len());
+    for (rows, cols, codes) in pyramid.into_iter().rev() {
+        if let Some(coarser) = levels.last() {
+            if opts.budget > 0 && coarser.deflated.len() * 4 > opts.budget {
+                break;
+            }
+        }
+        levels.push(Level {
+            rows,
+            cols,
+            deflated: deflate(&codes)?,
+        });
+    }
+    levels.reverse();
     Ok(HeadTiles {
         id,
         scale,
