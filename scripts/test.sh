@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The full test suite, on a fresh machine: Rust unit, integration and property tests; Python
-# interop tests (pyarrow, pandas, polars, DuckDB, scikit-learn, tokenizers, and torch +
-# safetensors to write real torch.save files, in a local .venv; chromium, pdflatex and pdftotext
-# from Debian); the Python package (maturin wheel, pytest, Dask); the shared acceptance checks.
+# interop tests (pyarrow, pandas, polars, DuckDB, scikit-learn, tokenizers, torch + safetensors
+# to write real torch.save files, Playwright for Python to drive `view`'s pages in Debian's
+# chromium — it never downloads a browser here — in a local .venv; chromium, pdflatex and
+# pdftotext from Debian); the Python package (maturin wheel, pytest, Dask); the shared
+# acceptance checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"

@@ -45,6 +45,9 @@ pub enum Command {
     Headstats(HeadstatsArgs),
     /// Attention rollout (Abnar & Zuidema 2020) as a rank frame, and per-position relevance.
     Rollout(RolloutArgs),
+    /// One self-contained HTML page to explore attention: layer × head overview, one head with
+    /// pan and zoom, top-k on hover, text coloured by received attention, headstats table.
+    View(ViewArgs),
 }
 
 #[derive(Debug, Args)]
@@ -514,4 +517,32 @@ pub struct RolloutArgs {
     /// Also write per (batch, layer, position) the relevance max over queries of J_l[q, k].
     #[arg(long)]
     pub relevance: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ViewArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// Output page (.html): one file, no network, opens with a double click.
+    #[arg(long, short)]
+    pub output: String,
+    /// Keys listed per query on hover (clamped to the number of valid keys).
+    #[arg(short, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub k: u64,
+    /// Colour map of the heatmaps.
+    #[arg(long, value_enum, default_value = "viridis")]
+    pub colormap: ColormapArg,
+    /// Thumbnail side in cells at most (the overview is max-pooled to it).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(8..=256))]
+    pub thumbnail: u64,
+    /// Side of a head's heatmap in cells at most (longer heads are max-pooled to it).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(16..=4096))]
+    pub max_detail: u64,
+    /// Compressed heatmap bytes per head on average, in KiB: the finest level that fits is
+    /// embedded (full resolution when it fits, else max-pooled by 2, 4, …).
+    #[arg(long, default_value_t = 48, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub detail_kib: u64,
+    /// Page title (default: the attention file's name).
+    #[arg(long)]
+    pub title: Option<String>,
 }

@@ -51,6 +51,7 @@ mod headstats;
 mod melt;
 mod plot;
 mod rollout;
+mod view;
 
 /// Runs a parsed command; with `capture`, its main output's frames are kept there.
 pub fn run(cli: Cli, capture: Option<frame_sink::FrameCapture>) -> Result<(), CliError> {
@@ -83,6 +84,7 @@ fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Plot(a) => plot::plot(&a),
         Command::Headstats(a) => headstats::headstats(&a, show_progress),
         Command::Rollout(a) => rollout::rollout(&a, show_progress),
+        Command::View(a) => view::view(&a),
     }
 }
 
