@@ -130,6 +130,32 @@ struct Sums {
     induction: f64,
 }
 
+impl Sums {
+    /// Row `i`'s smoothed entropy `h` over its `n` visible keys.
+    fn add_entropy(&mut self, i: usize, h: f64, n: usize) {
+        self.entropy += h;
+        if let Some(v) = normalised(h, n) {
+            self.entropy_norm.0 += v;
+            self.entropy_norm.1 += 1;
+        }
+        if i == 0 {
+            self.first_entropy.0 = h;
+        }
+    }
+
+    /// Row `i`'s entropy `h` over the `seen` keys up to its query (a causal head's).
+    fn add_causal_entropy(&mut self, i: usize, h: f64, seen: usize) {
+        self.causal_entropy += h;
+        if let Some(v) = normalised(h, seen) {
+            self.causal_entropy_norm.0 += v;
+            self.causal_entropy_norm.1 += 1;
+        }
+        if i == 0 {
+            self.first_entropy.1 = h;
+        }
+    }
+}
+
 /// Clark et al.'s smoothing: a' = 0.9999·a + 0.0001/n.
 const SMOOTH_SCALE: f32 = 0.9999;
 const SMOOTH_MASS: f32 = 1e-4;
@@ -243,28 +269,13 @@ fn one_head_sparse(
             sums.max = sums.max.max(part.max);
             ingest::add_row_f64(&mut col[k0 as usize..k0 as usize + run.len()], &scores[run]);
         }
-        let h = sums.entropy + (n - m) as f64 * zero_entropy;
-        s.entropy += h;
-        if let Some(v) = normalised(h, n) {
-            s.entropy_norm.0 += v;
-            s.entropy_norm.1 += 1;
-        }
+        s.add_entropy(i, sums.entropy + (n - m) as f64 * zero_entropy, n);
         if s.causal {
             let floor_c = SMOOTH_MASS / seen.max(1) as f32;
             let hc = kernel::row_sums(&scores[..listed_seen], None, q, SMOOTH_SCALE, floor_c)
                 .entropy
                 + (seen - listed_seen) as f64 * zero_entry_entropy(floor_c);
-            s.causal_entropy += hc;
-            if let Some(v) = normalised(hc, seen) {
-                s.causal_entropy_norm.0 += v;
-                s.causal_entropy_norm.1 += 1;
-            }
-            if i == 0 {
-                s.first_entropy.1 = hc;
-            }
-        }
-        if i == 0 {
-            s.first_entropy.0 = h;
+            s.add_causal_entropy(i, hc, seen);
         }
         s.total += sums.total;
         let row_max = if m < n { sums.max.max(0.0) } else { sums.max };
@@ -330,26 +341,11 @@ fn one_head(
             s.causal = false;
         }
         let sums = kernel::row_sums(values, first_key, q, SMOOTH_SCALE, SMOOTH_MASS / n as f32);
-        let h = sums.entropy;
-        s.entropy += h;
-        if let Some(v) = normalised(h, n) {
-            s.entropy_norm.0 += v;
-            s.entropy_norm.1 += 1;
-        }
+        s.add_entropy(i, sums.entropy, n);
         if s.causal {
             let floor = SMOOTH_MASS / seen.max(1) as f32;
             let hc = kernel::row_sums(&values[..seen], None, q, SMOOTH_SCALE, floor).entropy;
-            s.causal_entropy += hc;
-            if let Some(v) = normalised(hc, seen) {
-                s.causal_entropy_norm.0 += v;
-                s.causal_entropy_norm.1 += 1;
-            }
-            if i == 0 {
-                s.first_entropy.1 = hc;
-            }
-        }
-        if i == 0 {
-            s.first_entropy.0 = h;
+            s.add_causal_entropy(i, hc, seen);
         }
         s.total += sums.total;
         s.max = s.max.max(sums.max as f64);
