@@ -145,9 +145,15 @@ where
 {
     let cli = match cli::Cli::try_parse_from(args) {
         Ok(c) => c,
+        // Help and version go to stdout whole; a usage error is one line, as every error is.
+        Err(e) if e.use_stderr() => {
+            let text = e.render().to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("error: bad usage"));
+            return 2;
+        }
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
+            return 0;
         }
     };
     match commands::run(cli, None) {

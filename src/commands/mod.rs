@@ -192,7 +192,7 @@ pub(crate) fn source_options(a: &InputArgs) -> SourceOptions {
     }
 }
 
-const MASK_INVERTED: &str = "the mask looks inverted: the positions it keeps receive no attention while those it drops do; HF's attention_mask (--attention-mask) uses 1 for real tokens, PyTorch's key_padding_mask (--padding-mask) uses True for padding";
+const MASK_CONVENTIONS: &str = "HF's attention_mask (--attention-mask) uses 1 for real tokens, PyTorch's key_padding_mask (--padding-mask) uses True for padding";
 
 /// The opened input: a dense tensor, or Longformer's sliding-window and global tensors.
 pub(crate) enum Input {
@@ -225,15 +225,15 @@ pub(crate) fn open_input(a: &InputArgs) -> Result<Input, CliError> {
         }
         Input::Dense(src)
     };
-    let inverted = match &input {
-        Input::Dense(src) => ingest::mask_looks_inverted(src)?,
-        Input::Longformer(src) => ingest::mask_looks_inverted(src)?,
-    };
-    if let (true, Some(mask)) = (
-        inverted,
-        opts.attention_mask.as_ref().or(opts.padding_mask.as_ref()),
-    ) {
-        return Err(ingest::IngestError::invalid(mask, MASK_INVERTED).into());
+    if let Some(mask) = opts.attention_mask.as_ref().or(opts.padding_mask.as_ref()) {
+        let problem = match &input {
+            Input::Dense(src) => ingest::mask_problem(src)?,
+            Input::Longformer(src) => ingest::mask_problem(src)?,
+        };
+        if let Some(problem) = problem {
+            let reason = format!("{problem}; {MASK_CONVENTIONS}");
+            return Err(ingest::IngestError::invalid(mask, reason).into());
+        }
     }
     Ok(input)
 }

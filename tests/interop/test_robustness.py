@@ -459,7 +459,7 @@ def test_shape_messages_are_true_of_their_shapes(tmp_path):
 def padded_batch():
     rng = np.random.default_rng(5)
     L, B, H, S = 2, 2, 2, 7
-    lengths = [7, 4]
+    lengths = [6, 4]  # both rows padded: an inverted mask then keeps some position of each
     a = np.zeros((L, B, H, S, S), np.float32)
     for b, n in enumerate(lengths):
         logits = rng.normal(size=(L, H, S, n))
@@ -507,3 +507,39 @@ def test_melt_rank_0_and_1(tmp_path):
     run("melt", "--attn", tmp_path / "one.npy", "--axes", "position", "-o", tmp_path / "o.parquet")
     o = pq.read_table(tmp_path / "o.parquet").to_pydict()
     assert o == {"position": [0, 1, 2, 3, 4], "value": list(v)}
+
+
+def test_an_inverted_mask_is_named_when_padded_rows_are_zero(tmp_path):
+    """HF Longformer zeroes padded queries' rows: the kept queries then attend nowhere."""
+    a, hf = padded_batch()
+    for b, n in enumerate(hf.sum(axis=1)):
+        a[:, b, :, n:, :] = 0.0
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "pt.npy", hf == 0)
+    p = run("topk", "--attn", tmp_path / "a.npy", "--attention-mask", tmp_path / "pt.npy",
+            "-o", tmp_path / "t.parquet", ok=False)
+    assert p.returncode == 1 and "the mask looks inverted" in p.stderr.decode()
+    assert not (tmp_path / "t.parquet").exists()
+
+
+def test_a_mask_that_keeps_nothing_is_named(tmp_path):
+    """A batch without padding: its HF mask is all ones, so given as --padding-mask it drops
+    every position."""
+    a, _ = padded_batch()
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "ones.npy", np.ones((2, a.shape[3]), np.int64))
+    p = run("received", "--attn", tmp_path / "a.npy", "--padding-mask", tmp_path / "ones.npy",
+            "-o", tmp_path / "r.parquet", ok=False)
+    err = p.stderr.decode()
+    assert p.returncode == 1 and err.count("\n") == 1, err
+    assert err.startswith(f"error: {tmp_path / 'ones.npy'}: the mask keeps no position of batch row 0")
+    assert not (tmp_path / "r.parquet").exists()
+
+
+def test_usage_errors_are_one_line(tmp_path):
+    for args in (["topk", "--attn", "a.npy", "-k", "0", "-o", "t.parquet"],
+                 ["topk", "--attn", "a.npy", "--attention-mask", "m.npy", "--padding-mask", "m.npy", "-o", "t.csv"],
+                 ["melt", "--attn", "a.npy", "-o", "x.csv"]):
+        p = run(*args, ok=False)
+        err = p.stderr.decode()
+        assert p.returncode == 2 and err.count("\n") == 1 and err.startswith("error: "), err

@@ -61,7 +61,7 @@ pub use error::{IngestError, Result};
 pub use inspect::{summarize, HeadRowSums, TensorSummary};
 pub use kernels::{add_row_f64, ln_f32};
 pub use layout::Layout;
-pub use row_source::{key_runs, mask_looks_inverted, RowSource};
+pub use row_source::{key_runs, mask_problem, RowSource};
 pub use selection::parse_selection;
 pub use source::{row_blocks, AttentionSource, Dims, SlabBuffer, SlabId, SourceOptions, TokenSpec};
 pub use tensor::{Container, TensorFile};

@@ -116,24 +116,35 @@ pub trait RowSource: Sync {
     }
 }
 
-/// Whether the padding mask of `src` looks inverted (PyTorch's `key_padding_mask`, True =
-/// padding, given where HF's `attention_mask`, 1 = real token, was meant — or the reverse):
-/// in the first selected slab of every batch row with padding, the valid queries give the
-/// valid keys no attention (at most 1e-6 of the rest) while the padded keys receive some.
-/// Softmax attention under a right mask never does that. `false` when no row has padding or
-/// the source cannot be read twice (a stream).
-pub fn mask_looks_inverted(src: &impl RowSource) -> Result<bool> {
-    if !src.is_seekable() {
-        return Ok(false);
-    }
-    let keys = src.dims().keys;
+/// What is wrong with the padding mask of `src`, when it is plainly the other convention
+/// (PyTorch's `key_padding_mask`, True = padding, given where HF's `attention_mask`, 1 = real
+/// token, was meant — or the reverse). In the first selected slab of every batch row:
+/// - the mask keeps no position at all (a real batch row has at least one token);
+/// - or, in a row with padding, the kept queries give the kept keys no attention (at most
+///   1e-6 of what the dropped keys receive) while the dropped keys receive some, or the kept
+///   queries attend nowhere (HF Longformer zeroes padded queries' rows), where softmax rows of
+///   real tokens sum to 1 (not checked under head importance, which may zero a head).
+///
+/// `None` when nothing looks wrong or the source cannot be read twice (a stream).
+pub fn mask_problem(src: &impl RowSource) -> Result<Option<String>> {
     let mut slabs = src.slabs();
     slabs.dedup_by_key(|s| s.batch);
+    if let Some(s) = slabs.iter().find(|s| src.valid_keys(s.batch).is_empty()) {
+        return Ok(Some(format!(
+            "the mask keeps no position of batch row {}",
+            s.batch
+        )));
+    }
+    if !src.is_seekable() {
+        return Ok(None);
+    }
+    let keys = src.dims().keys;
+    let scaled = src.annotations().has_head_importance();
     let mut checked = 0;
     let mut buf = SlabBuffer::default();
     for s in slabs {
         let valid = src.valid_keys(s.batch);
-        if valid.is_empty() || valid.len() == keys {
+        if valid.len() == keys {
             continue;
         }
         let (mut to_valid, mut total) = (0f64, 0f64);
@@ -142,12 +153,16 @@ pub fn mask_looks_inverted(src: &impl RowSource) -> Result<bool> {
             total += row.iter().map(|&a| a as f64).sum::<f64>();
         })?;
         let to_padded = total - to_valid;
-        if !(to_padded > 0.0 && to_valid <= 1e-6 * to_padded) {
-            return Ok(false);
+        let drops_the_attended = to_padded > 0.0 && to_valid <= 1e-6 * to_padded;
+        let attends_nowhere = total == 0.0 && !scaled;
+        if !(drops_the_attended || attends_nowhere) {
+            return Ok(None);
         }
         checked += 1;
     }
-    Ok(checked > 0)
+    Ok((checked > 0).then(|| {
+        "the mask looks inverted: the positions it keeps receive no attention while those it drops do".to_string()
+    }))
 }
 
 /// The runs of consecutive keys in `keys` (ascending, distinct) as index ranges, last run
