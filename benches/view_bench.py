@@ -11,7 +11,6 @@ heatmap and top-k, the median of several heads. Prints a Markdown table.
 """
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -22,8 +21,8 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+sys.path.insert(0, str(ROOT / "tests" / "interop"))
+from view_page import ARGS, chromium_path, measure  # noqa: E402
 TARGETS = {"lf4096": (40e6, 2000, 300, 10), "bert512": (8e6, None, None, None)}
 
 
@@ -32,18 +31,6 @@ def inputs(name, d):
         return ["--attn", d / "attn.npy", "--tokens", d / "tokens.json"]
     return ["--attn", d / "sliding.npy", "--global-attn", d / "global.npy",
             "--tokens", d / "tokens.json"]
-
-
-def wait_for_open(page, timeout=60.0):
-    """The page's time for the last head open, once set (polled from here: the page's
-    Content-Security-Policy forbids the string evaluation `wait_for_function` uses)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        ms = page.evaluate("window.afView.lastOpenMs")
-        if ms is not None:
-            return ms
-        page.wait_for_timeout(5)
-    raise TimeoutError("the head did not open")
 
 
 def main():
@@ -62,7 +49,7 @@ def main():
         subprocess.run([sys.executable, a.gen, "--out", str(data), "--only", ",".join(missing)], check=True)
     out_dir = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="view-bench-"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromium = chromium_path()
     if not chromium:
         sys.exit("chromium is not installed (apt-get install chromium)")
     rows = []
@@ -77,19 +64,12 @@ def main():
             size = html.stat().st_size
             paints, opens = [], []
             for _ in range(a.runs):
-                page = browser.new_page(viewport={"width": 1700, "height": 1500})
-                errors = []
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                page.goto(html.resolve().as_uri())
-                page.wait_for_selector("body[data-ready='1']", timeout=120_000)
-                paints.append(page.evaluate("window.afView.firstPaintMs"))
-                for layer, head in [(0, 0), (5, 7), (11, 11), (3, 2)]:
-                    page.evaluate("window.afView.lastOpenMs = null")
-                    page.click(f"canvas.thumb[data-layer='{layer}'][data-head='{head}']")
-                    opens.append(wait_for_open(page))
+                paint, head_opens, errors = measure(browser, html, [(0, 0), (5, 7), (11, 11), (3, 2)],
+                                                    timeout_ms=120_000)
                 if errors:
                     sys.exit(f"{name}: console errors: {errors}")
-                page.close()
+                paints.append(paint)
+                opens.extend(head_opens)
             rows.append((name, size, seconds, statistics.median(paints), statistics.median(opens), max(opens)))
         browser.close()
     print("| input | HTML file | write | first paint (median) | a head opens (median / max) |")

@@ -4,7 +4,6 @@ frames `topk` writes and the weights `plot --text` writes."""
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -14,14 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from playwright.sync_api import sync_playwright
+from view_page import ARGS, chromium_path, measure, open_head, open_page
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("ATTNFRAMES_BIN", str(ROOT / "target" / "release" / "attnframes"))
 FIX = ROOT / "tests" / "fixtures"
 MINI = FIX / "minilm"
 LF = FIX / "longformer_single"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 # The layout of the head canvas (view.js): 720 × 720 CSS pixels, labels left and top.
 CANVAS, ML, MT, PAD = 720, 84, 84, 6
 
@@ -32,34 +30,15 @@ def run(*args):
     return p
 
 
-def chromium_path():
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail("chromium is not installed (scripts/test.sh installs Debian's package)")
-
-
 @pytest.fixture(scope="module")
 def browser():
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path(), args=ARGS, headless=True)
+        path = chromium_path()
+        if path is None:
+            pytest.fail("chromium is not installed (scripts/test.sh installs Debian's package)")
+        b = p.chromium.launch(executable_path=path, args=ARGS, headless=True)
         yield b
         b.close()
-
-
-def open_page(browser, html, errors):
-    page = browser.new_page(viewport={"width": 1700, "height": 1500})
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(Path(html).resolve().as_uri())
-    page.wait_for_selector("body[data-ready='1']", timeout=60_000)
-    return page
-
-
-def open_head(page, layer, head):
-    page.click(f"canvas.thumb[data-layer='{layer}'][data-head='{head}']")
-    page.wait_for_selector(f"#head[data-open='{layer}-{head}']", timeout=30_000)
 
 
 def listed_topk(page):
@@ -245,31 +224,6 @@ def write_longformer(d, L=2, H=2, S=4096, w=512, seed=0):
     words = ["the", "model", "reads", "long", "document", "##s", ",", "."]
     tokens = ["[CLS]"] + [words[i % len(words)] for i in range(S - 2)] + ["[SEP]"]
     (d / "tokens.json").write_text(json.dumps(tokens))
-
-
-def wait_for_open(page, timeout=60.0):
-    """The page's time for the last head open, once set (polled from here: the page's
-    Content-Security-Policy forbids the string evaluation `wait_for_function` uses)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        ms = page.evaluate("window.afView.lastOpenMs")
-        if ms is not None:
-            return ms
-        page.wait_for_timeout(5)
-    raise TimeoutError("the head did not open")
-
-
-def measure(browser, html, heads):
-    errors = []
-    page = open_page(browser, html, errors)
-    first_paint = page.evaluate("window.afView.firstPaintMs")
-    opens = []
-    for layer, head in heads:
-        page.evaluate("window.afView.lastOpenMs = null")
-        open_head(page, layer, head)
-        opens.append(wait_for_open(page))
-    page.close()
-    return first_paint, opens, errors
 
 
 def test_view_4096_tokens_within_targets(tmp_path, browser):
