@@ -143,6 +143,34 @@ impl Sums {
         }
     }
 
+    /// Row `i`'s masses at the query `q`, its neighbours, the first valid key, the token
+    /// classes and the head-detector patterns: `at(p)` is the row's score at position `p` (0
+    /// off the valid keys), `sum_at(keys)` the sum of its scores at valid `keys`.
+    fn add_masses(
+        &mut self,
+        bk: &BatchKeys,
+        i: usize,
+        q: u32,
+        first_valid: Option<&u32>,
+        at: impl Fn(i64) -> f64,
+        sum_at: impl Fn(&[u32]) -> f64,
+    ) {
+        let q = q as i64;
+        self.self_mass += at(q);
+        self.prev_mass += at(q - 1);
+        self.next_mass += at(q + 1);
+        self.alpha0 += first_valid.map_or(0.0, |&k| at(k as i64));
+        if let Some(classes) = &bk.classes {
+            for (acc, set) in self.classes.iter_mut().zip(classes) {
+                *acc += sum_at(set);
+            }
+        }
+        let sum_of = |lists: &Option<Vec<Vec<u32>>>| lists.as_ref().map_or(0.0, |l| sum_at(&l[i]));
+        self.duplicate += sum_of(&bk.duplicate);
+        self.induction += sum_of(&bk.induction);
+        self.rows += 1;
+    }
+
     /// Row `i`'s entropy `h` over the `seen` keys up to its query (a causal head's).
     fn add_causal_entropy(&mut self, i: usize, h: f64, seen: usize) {
         self.causal_entropy += h;
@@ -281,24 +309,9 @@ fn one_head_sparse(
         let row_max = if m < n { sums.max.max(0.0) } else { sums.max };
         s.max = s.max.max(row_max as f64);
         s.distance += sums.distance;
-        let qi = q as i64;
-        s.self_mass += at(qi);
-        s.prev_mass += at(qi - 1);
-        s.next_mass += at(qi + 1);
-        s.alpha0 += valid.first().map_or(0.0, |&k| at(k as i64));
-        if let Some(classes) = &bk.classes {
-            for (acc, set) in s.classes.iter_mut().zip(classes) {
-                *acc += sparse_sum_at(keys, scores, set);
-            }
-        }
-        let sum_of = |lists: &Option<Vec<Vec<u32>>>| {
-            lists
-                .as_ref()
-                .map_or(0.0, |l| sparse_sum_at(keys, scores, &l[i]))
-        };
-        s.duplicate += sum_of(&bk.duplicate);
-        s.induction += sum_of(&bk.induction);
-        s.rows += 1;
+        s.add_masses(bk, i, q, valid.first(), at, |wanted| {
+            sparse_sum_at(keys, scores, wanted)
+        });
     })?;
     Ok(finish(id, &s, valid, &col, bk, sink_threshold))
 }
@@ -368,23 +381,9 @@ fn one_head(
                 0.0
             }
         };
-        s.self_mass += at(qi);
-        s.prev_mass += at(qi - 1);
-        s.next_mass += at(qi + 1);
-        s.alpha0 += keys.first().map_or(0.0, |&k| row[k as usize] as f64);
-        if let Some(classes) = &bk.classes {
-            for (acc, set) in s.classes.iter_mut().zip(classes) {
-                *acc += set.iter().map(|&k| row[k as usize] as f64).sum::<f64>();
-            }
-        }
-        let sum_of = |lists: &Option<Vec<Vec<u32>>>| {
-            lists.as_ref().map_or(0.0, |l| {
-                l[i].iter().map(|&k| row[k as usize] as f64).sum::<f64>()
-            })
-        };
-        s.duplicate += sum_of(&bk.duplicate);
-        s.induction += sum_of(&bk.induction);
-        s.rows += 1;
+        s.add_masses(bk, i, q, keys.first(), at, |wanted| {
+            wanted.iter().map(|&k| row[k as usize] as f64).sum::<f64>()
+        });
     })?;
     Ok(finish(id, &s, keys, &col, bk, sink_threshold))
 }
