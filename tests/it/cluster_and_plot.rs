@@ -429,3 +429,75 @@ fn cluster_composite_has_its_panels() {
     let (w, h, _) = decode_png(&sized);
     assert_eq!((w, h), (800, 450));
 }
+
+/// Decoded RGB pixels of a PNG: (width, height, pixels).
+fn decode_png(path: &Path) -> (usize, usize, Vec<[u8; 3]>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0u8; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    let px = buf[..info.buffer_size()]
+        .chunks(3)
+        .map(|c| [c[0], c[1], c[2]])
+        .collect();
+    (info.width as usize, info.height as usize, px)
+}
+
+/// Lengths of the runs of non-white pixels at least `min` long along a line of pixels.
+fn long_runs(line: impl Iterator<Item = [u8; 3]>, min: usize) -> Vec<usize> {
+    let mut runs = Vec::new();
+    let mut n = 0;
+    for p in line.chain([[255, 255, 255]]) {
+        if p != [255, 255, 255] {
+            n += 1;
+        } else {
+            if n >= min {
+                runs.push(n);
+            }
+            n = 0;
+        }
+    }
+    runs
+}
+
+#[test]
+fn plot_grid_of_a_4d_key_tensor() {
+    let d = tempfile::tempdir().unwrap();
+    // (layer 2, head 3, position 4, dim 5): key vectors, not attention — any values.
+    let keys: Vec<f32> = (0..2 * 3 * 4 * 5)
+        .map(|i| ((i * 13) % 17) as f32 - 8.0)
+        .collect();
+    let x = d.path().join("k.npy");
+    write_npy(&x, &[2, 3, 4, 5], &keys);
+    let png = d.path().join("k.png");
+    let o = run(&[
+        "plot",
+        "--attn",
+        x.to_str().unwrap(),
+        "--layout",
+        "LHQK",
+        "--grid",
+        "--annotate",
+        "-o",
+        png.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (w, h, px) = decode_png(&png);
+    // 3 panels across (heads), 2 down (layers); 4 × 5 cells of 48 px (the cap) is 192 × 240.
+    let top = (0..h)
+        .find(|&y| !long_runs(px[y * w..(y + 1) * w].iter().copied(), 150).is_empty())
+        .unwrap();
+    assert_eq!(
+        long_runs(px[(top + 3) * w..(top + 4) * w].iter().copied(), 150),
+        vec![240, 240, 240]
+    );
+    let x0 = (0..w)
+        .find(|&x| px[(top + 3) * w + x] != [255, 255, 255])
+        .unwrap()
+        + 3;
+    assert_eq!(
+        long_runs((0..h).map(|y| px[y * w + x0]), 150),
+        vec![192, 192]
+    );
+}

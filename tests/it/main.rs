@@ -113,37 +113,6 @@ fn assert_clean_failure(args: &[&str], names: &str, out_dir: &Path) {
     );
 }
 
-/// Decoded RGB pixels of a PNG: (width, height, pixels).
-fn decode_png(path: &Path) -> (usize, usize, Vec<[u8; 3]>) {
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0u8; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    assert_eq!(info.color_type, png::ColorType::Rgb);
-    let px = buf[..info.buffer_size()]
-        .chunks(3)
-        .map(|c| [c[0], c[1], c[2]])
-        .collect();
-    (info.width as usize, info.height as usize, px)
-}
-
-/// Lengths of the runs of non-white pixels at least `min` long along a line of pixels.
-fn long_runs(line: impl Iterator<Item = [u8; 3]>, min: usize) -> Vec<usize> {
-    let mut runs = Vec::new();
-    let mut n = 0;
-    for p in line.chain([[255, 255, 255]]) {
-        if p != [255, 255, 255] {
-            n += 1;
-        } else {
-            if n >= min {
-                runs.push(n);
-            }
-            n = 0;
-        }
-    }
-    runs
-}
-
 fn read_f64(path: &Path) -> (Vec<usize>, Vec<f64>) {
     let t = ingest::TensorFile::open(path, None).unwrap();
     (t.shape.clone(), t.to_f64_vec().unwrap())
