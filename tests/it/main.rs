@@ -11,6 +11,7 @@ mod basics;
 mod cluster_and_plot;
 mod compare;
 mod dataset;
+mod golden;
 mod headstats_rollout;
 mod longformer;
 mod melt;
