@@ -172,6 +172,7 @@ fn describe(s: &ingest::TensorSummary) -> String {
 pub(crate) fn source_options(a: &InputArgs) -> SourceOptions {
     SourceOptions {
         attn: a.attn().to_path_buf(),
+        attn_array: None,
         attn_key: a.attn_key.clone(),
         layout: a.layout.clone(),
         attention_mask: a.attention_mask.clone(),

@@ -427,7 +427,7 @@ fn finish(
         sep_mass: bk.classes.as_ref().map(|_| mean(s.classes[1])),
         punct_mass: bk.classes.as_ref().map(|_| mean(s.classes[2])),
         sink_alpha0: alpha0,
-        sink: (!alpha0.is_nan()).then(|| alpha0 > threshold),
+        sink: (!alpha0.is_nan()).then_some(alpha0 > threshold),
         max_attention: (!s.max.is_nan()).then_some(s.max),
         argmax_position,
         prev_token_score: ratio(s.prev_mass),

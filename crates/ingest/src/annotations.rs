@@ -75,6 +75,12 @@ impl Annotations {
         let tokens = match &opts.tokens {
             TokenSpec::None => None,
             TokenSpec::File(p) => Some(Tokens::from_file(p, nb, square(attn_path, nq, nk)?)?),
+            TokenSpec::Lists(lists) => Some(Tokens::from_lists(
+                Path::new("<tokens list>"),
+                lists,
+                nb,
+                square(attn_path, nq, nk)?,
+            )?),
             TokenSpec::Ids { ids, vocab } => Some(Tokens::from_ids(
                 ids,
                 vocab,

@@ -10,7 +10,7 @@ use crate::annotations::Annotations;
 use crate::error::{bail, Result};
 use crate::layout::{self, Layout};
 use crate::row_source::RowSource;
-use crate::tensor::TensorFile;
+use crate::tensor::{SharedArray, TensorFile};
 
 /// Where the token strings come from.
 #[derive(Debug, Clone, Default)]
@@ -18,6 +18,8 @@ pub enum TokenSpec {
     #[default]
     None,
     File(PathBuf),
+    /// Lists in memory: one per batch row, or one for every row.
+    Lists(Vec<Vec<String>>),
     Ids {
         ids: PathBuf,
         vocab: PathBuf,
@@ -27,7 +29,10 @@ pub enum TokenSpec {
 /// Everything that defines a dense attention input.
 #[derive(Debug, Clone, Default)]
 pub struct SourceOptions {
+    /// The attention file; with `attn_array`, only the name messages give the array.
     pub attn: PathBuf,
+    /// The attention as an array in memory, read in place instead of `attn`'s file.
+    pub attn_array: Option<SharedArray>,
     pub attn_key: Option<String>,
     pub layout: Option<String>,
     /// (B, S) HF `attention_mask`: nonzero = a real token, 0 = padding.
@@ -40,6 +45,16 @@ pub struct SourceOptions {
     pub heads: Option<String>,
     pub batch: Option<String>,
     pub allow_nan: bool,
+}
+
+impl SourceOptions {
+    /// The attention tensor: the in-memory array when there is one, else `attn`'s file.
+    pub fn open_attn(&self) -> Result<TensorFile> {
+        match &self.attn_array {
+            Some(array) => TensorFile::from_shared(array),
+            None => TensorFile::open(&self.attn, self.attn_key.as_deref()),
+        }
+    }
 }
 
 /// One (batch, layer, head) slab, numbered as in the tensor.
@@ -105,7 +120,7 @@ pub struct AttentionSource {
 
 impl AttentionSource {
     pub fn open(opts: &SourceOptions) -> Result<AttentionSource> {
-        let tensor = TensorFile::open(&opts.attn, opts.attn_key.as_deref())?;
+        let tensor = opts.open_attn()?;
         let path = tensor.path.clone();
         if !tensor.element.is_float() {
             bail!(

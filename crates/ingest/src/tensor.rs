@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::dtype::{Dtype, Element};
 use crate::error::{bail, IngestError, Result};
@@ -20,6 +20,8 @@ pub enum Container {
     Safetensors,
     Pytorch,
     Stdin,
+    /// An array of the caller's memory ([`SharedArray`]).
+    Memory,
 }
 
 impl Container {
@@ -30,6 +32,7 @@ impl Container {
             Container::Safetensors => "safetensors",
             Container::Pytorch => "pytorch",
             Container::Stdin => "npy (stdin)",
+            Container::Memory => "in-memory array",
         }
     }
 }
@@ -61,6 +64,8 @@ enum Storage {
     /// Positioned reads from a file.
     File(File),
     Memory(Vec<u8>),
+    /// The caller's buffer (a numpy array's memory), read in place.
+    Shared(Arc<dyn AsRef<[u8]> + Send + Sync>),
     /// A forward-only stream; reads must come in ascending offset order.
     Stream(Mutex<StreamState>),
 }
@@ -192,7 +197,56 @@ fn contiguous_run(shape: &[usize], strides: &[u64]) -> u64 {
     run
 }
 
+/// A C-order array in memory that a tensor reads in place, without a copy: the Python
+/// binding hands a numpy array's buffer over this way (kept alive by the `Arc`).
+#[derive(Clone)]
+pub struct SharedArray {
+    /// What error messages call it, e.g. `<attn array>`.
+    pub name: PathBuf,
+    pub element: Element,
+    pub shape: Vec<usize>,
+    /// The elements in C order, `shape`'s product × the element size in bytes.
+    pub bytes: Arc<dyn AsRef<[u8]> + Send + Sync>,
+}
+
+impl std::fmt::Debug for SharedArray {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedArray")
+            .field("name", &self.name)
+            .field("element", &self.element.name())
+            .field("shape", &self.shape)
+            .finish()
+    }
+}
+
 impl TensorFile {
+    /// The tensor of an in-memory array; fails when the buffer is not the size its shape
+    /// and element type give.
+    pub fn from_shared(array: &SharedArray) -> Result<TensorFile> {
+        let len = array.bytes.as_ref().as_ref().len() as u64;
+        let t = TensorFile {
+            path: array.name.clone(),
+            container: Container::Memory,
+            key: None,
+            element: array.element,
+            shape: array.shape.clone(),
+            fortran_order: false,
+            file_bytes: None,
+            stacked: None,
+            storage: Storage::Shared(array.bytes.clone()),
+            placement: Placement::Region { base: 0 },
+        };
+        if t.data_bytes()? != len {
+            bail!(
+                &t.path,
+                "buffer of {len} bytes does not hold shape {:?} of {}",
+                t.shape,
+                t.element.name()
+            );
+        }
+        Ok(t)
+    }
+
     /// Opens `path` (`-` = an `.npy` stream on stdin). `key` names the array in an `.npz`,
     /// `.safetensors` or PyTorch dict, or is a pattern (`'arr_*'`) whose matches are stacked
     /// as layers; without it, `attentions` if present, else the only array.
@@ -577,7 +631,7 @@ impl TensorFile {
     }
 
     pub fn is_in_memory(&self) -> bool {
-        matches!(self.storage, Storage::Memory(_))
+        matches!(self.storage, Storage::Memory(_) | Storage::Shared(_))
     }
 
     /// Reads `buf.len()` bytes at byte `at` of the storage (file, memory or stream).
@@ -586,16 +640,8 @@ impl TensorFile {
             Storage::File(file) => file
                 .read_exact_at(buf, at)
                 .map_err(|e| IngestError::io(&self.path, e)),
-            Storage::Memory(data) => {
-                let src = usize::try_from(at)
-                    .ok()
-                    .and_then(|s| data.get(s..s.checked_add(buf.len())?));
-                let Some(src) = src else {
-                    bail!(&self.path, "internal: read past the data in memory");
-                };
-                buf.copy_from_slice(src);
-                Ok(())
-            }
+            Storage::Memory(data) => self.copy_from_memory(data, at, buf),
+            Storage::Shared(data) => self.copy_from_memory(data.as_ref().as_ref(), at, buf),
             Storage::Stream(state) => {
                 let mut s = state.lock().expect("stream lock");
                 if at < s.pos {
@@ -615,6 +661,17 @@ impl TensorFile {
                 Ok(())
             }
         }
+    }
+
+    fn copy_from_memory(&self, data: &[u8], at: u64, buf: &mut [u8]) -> Result<()> {
+        let src = usize::try_from(at)
+            .ok()
+            .and_then(|s| data.get(s..s.checked_add(buf.len())?));
+        let Some(src) = src else {
+            bail!(&self.path, "internal: read past the data in memory");
+        };
+        buf.copy_from_slice(src);
+        Ok(())
     }
 
     /// Storage byte offset of logical element `v` of stacked or strided data, and how many

@@ -69,6 +69,23 @@ impl Tokens {
         Ok(t)
     }
 
+    /// Tokens given as lists in memory: one list per batch row, or a single list for every
+    /// row. `name` is what messages call them.
+    pub fn from_lists(
+        name: &Path,
+        lists: &[Vec<String>],
+        batch: usize,
+        seq: usize,
+    ) -> Result<Tokens> {
+        let rows = match lists {
+            [one] => std::iter::repeat_n(Arc::new(one.clone()), batch).collect(),
+            _ => lists.iter().cloned().map(Arc::new).collect(),
+        };
+        let t = Tokens { rows };
+        t.check_shape(name, batch, seq)?;
+        Ok(t)
+    }
+
     /// Token strings for `ids` (B,S) or (S,) through `vocab` (`vocab.txt`, `vocab.json`
     /// or `tokenizer.json`), as `convert_ids_to_tokens` does.
     pub fn from_ids(

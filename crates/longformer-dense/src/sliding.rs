@@ -40,7 +40,7 @@ impl SlidingWindowAttention {
         global_attn: Option<&Path>,
         global_mask: Option<&Path>,
     ) -> Result<Self> {
-        let mut sliding = TensorFile::open(&opts.attn, opts.attn_key.as_deref())?;
+        let mut sliding = opts.open_attn()?;
         let global = global_attn.map(|g| TensorFile::open(g, None)).transpose()?;
         for t in std::iter::once(&sliding).chain(&global) {
             if !t.element.is_float() {

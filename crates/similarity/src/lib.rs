@@ -43,7 +43,7 @@ use rayon::prelude::*;
 
 pub use metrics::{compare, Comparison, METRICS};
 pub use plot::head_matrices;
-pub use runs::{compare_runs, ChannelBlocks, RunComparison};
+pub use runs::{check_runs, compare_runs, difference, ChannelBlocks, RunComparison};
 
 /// Errors: bad input, or a frame that could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -459,6 +459,37 @@ pub fn compare_runs(
     })
 }
 
+/// Checks that two runs can be compared: the same shape, and square attention (one sequence
+/// of channel blocks for queries and keys). Returns the sequence length.
+pub fn check_runs(
+    run_a: &ingest::AttentionSource,
+    run_b: &ingest::AttentionSource,
+    path_a: &Path,
+    path_b: &Path,
+) -> Result<usize, IngestError> {
+    if run_a.dims != run_b.dims {
+        return Err(IngestError::invalid(
+            path_b,
+            format!(
+                "shape {:?} does not match run A's {:?}",
+                run_b.tensor.shape, run_a.tensor.shape
+            ),
+        ));
+    }
+    if run_a.dims.queries != run_a.dims.keys {
+        return Err(IngestError::invalid(
+            path_a,
+            "compare needs square attention",
+        ));
+    }
+    Ok(run_a.dims.keys)
+}
+
+/// A − B, element by element, of two matrices of the same size.
+pub fn difference(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(x, y)| x - y).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

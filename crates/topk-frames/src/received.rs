@@ -170,3 +170,33 @@ impl ReceivedColumns {
         Ok(DataFrame::new(n, columns)?)
     }
 }
+
+/// The weights of a token text heatmap (as bertviz's and Clark et al.'s text views colour
+/// tokens): for a source of one selected batch row, the attention each valid key receives,
+/// summed over every selected layer, head and valid query after a min-max over the slabs —
+/// `received --normalize minmax --reduce all`. Returns the key positions ascending and their
+/// weights in 0..=1 (NaN where attention was NaN).
+pub fn received_weights(src: &impl RowSource) -> Result<(Vec<u32>, Vec<f32>)> {
+    let frame = received_frame(
+        src,
+        None,
+        ReceivedOptions {
+            normalize: Normalize::MinMax,
+            reduce: Reduce::All,
+            k: None,
+        },
+    )?;
+    let frame = frame.sort(["position"], Default::default())?;
+    let positions = frame
+        .column("position")?
+        .u32()?
+        .into_no_null_iter()
+        .collect();
+    let weights = frame
+        .column("score")?
+        .f32()?
+        .iter()
+        .map(|v| v.unwrap_or(f32::NAN))
+        .collect();
+    Ok((positions, weights))
+}
