@@ -1,78 +1,44 @@
 //! # attnframes — transformer attention as long-format frames
 //!
-//! The `attnframes` binary wires the workspace's crates together: [`ingest`] opens the
-//! tensor and gives a row source, an analysis from [`topk_frames`] turns it into polars frames,
-//! and [`frame_sink`] writes them (Parquet, CSV, Arrow IPC; files atomically, or stdout).
-//! This facade holds the CLI ([`cli`]) and the wiring only; no arithmetic on attention lives
-//! here.
+//! The `attnframes` command line over [`attnframes_app`], the application layer (re-exported
+//! here as [`app`]): every command is a typed function there, usable from Rust directly.
+//! This crate holds the clap types ([`cli`]), their conversion into the application layer's
+//! options, one small file per command, the progress bar, and `main`; no arithmetic on
+//! attention lives here.
 //!
-//! ```no_run
-//! let code = attnframes::main_with_args(["attnframes", "topk", "--attn", "a.npy", "-k", "5", "-o", "t.parquet"]);
-//! assert_eq!(code, 0);
+//! Open an input, run `topk`, get a polars `DataFrame`:
+//!
 //! ```
+//! use attnframes::app::{topk, InputOptions, OutputOptions, Quiet, TopkOptions};
+//!
+//! let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+//! let input = InputOptions {
+//!     tokens: Some(format!("{examples}/tokens.json").into()),
+//!     attention_mask: Some(format!("{examples}/attention_mask.npy").into()),
+//!     ..InputOptions::file(format!("{examples}/attentions.npy"))
+//! };
+//! let options = TopkOptions { k: 5, ..Default::default() };
+//! let frame = topk(&input, &options, &OutputOptions::default(), &Quiet)?.into_frame()?;
+//! // 3 sentences × 6 layers × 12 heads, 5 keys for every valid query.
+//! assert_eq!(frame.get_column_names()[..3], ["batch", "layer", "head"]);
+//! assert_eq!(frame.height() % 5, 0);
+//! # Ok::<(), attnframes::app::Error>(())
+//! ```
+//!
+//! The binary's own entry is [`main_with_args`].
 
 pub mod cli;
 mod commands;
+mod convert;
+mod progress;
 
-pub use frame_sink;
-pub use ingest;
-pub use topk_frames;
+pub use attnframes_app as app;
 
 use std::ffi::OsString;
+use std::io::IsTerminal;
 
+use app::ErrorKind;
 use clap::Parser;
-
-/// An error meant for the user: one line, and whether it is a usage error (exit 2).
-#[derive(Debug)]
-pub struct CliError {
-    pub message: String,
-    pub usage: bool,
-    /// Stdout's reader went away.
-    pub closed_pipe: bool,
-    /// A file could not be opened, read or written (the Python binding raises `OSError`).
-    pub io: bool,
-}
-
-impl CliError {
-    pub fn usage(message: impl Into<String>) -> Self {
-        CliError {
-            message: message.into(),
-            usage: true,
-            closed_pipe: false,
-            io: false,
-        }
-    }
-}
-
-impl<E: Into<anyhow::Error>> From<E> for CliError {
-    fn from(e: E) -> Self {
-        let e: anyhow::Error = e.into();
-        let usage = matches!(
-            e.downcast_ref::<topk_frames::FrameError>(),
-            Some(topk_frames::FrameError::Usage(_))
-        ) || matches!(
-            e.downcast_ref::<frame_sink::SinkError>(),
-            Some(frame_sink::SinkError::Usage(_))
-        );
-        let closed_pipe = matches!(
-            e.downcast_ref::<frame_sink::SinkError>(),
-            Some(frame_sink::SinkError::ClosedPipe)
-        );
-        let io = matches!(
-            e.downcast_ref::<ingest::IngestError>(),
-            Some(ingest::IngestError::Io { .. })
-        ) || matches!(
-            e.downcast_ref::<frame_sink::SinkError>(),
-            Some(frame_sink::SinkError::Output { .. })
-        );
-        CliError {
-            message: e.to_string(),
-            usage,
-            closed_pipe,
-            io,
-        }
-    }
-}
 
 /// Keeps freed buffers in the heap. Row blocks, frame columns and Parquet pages of a few MB
 /// are allocated and freed once per slab or file; with glibc's defaults many are fresh memory
@@ -112,32 +78,8 @@ pub fn stop_cleanly_on_interrupt() {
     }
 }
 
-/// Runs the CLI on `args` (the first is the program name) as a library call: the same
-/// options and messages, no exit. With `capture`, the main output's frames are returned
-/// instead of written (its `-o` value is not used).
-pub fn run_captured<I, T>(
-    args: I,
-    capture: bool,
-) -> Result<Option<Vec<polars::prelude::DataFrame>>, CliError>
-where
-    I: IntoIterator<Item = T>,
-    T: Into<OsString> + Clone,
-{
-    let cli = cli::Cli::try_parse_from(args).map_err(|e| {
-        let text = e.render().to_string();
-        let line = text.lines().next().unwrap_or_default();
-        CliError::usage(line.strip_prefix("error: ").unwrap_or(line).to_string())
-    })?;
-    if !capture {
-        return commands::run(cli, None).map(|()| None);
-    }
-    let frames = frame_sink::FrameCapture::default();
-    commands::run(cli, Some(frames.clone()))?;
-    let frames = std::mem::take(&mut *frames.lock().unwrap_or_else(|e| e.into_inner()));
-    Ok(Some(frames))
-}
-
-/// Runs the CLI on `args` and returns the process exit code (0, 1 on bad input, 2 on usage).
+/// Runs the CLI on `args` (the first is the program name) and returns the process exit code:
+/// 0, 1 on bad input, 2 on usage. Messages go to stderr as one `error: …` line.
 pub fn main_with_args<I, T>(args: I) -> i32
 where
     I: IntoIterator<Item = T>,
@@ -156,18 +98,22 @@ where
             return 0;
         }
     };
-    match commands::run(cli, None) {
+    let bar = progress::Bar::new(!cli.quiet && std::io::stderr().is_terminal());
+    let threads = cli.threads.map(|n| n as usize);
+    let result = app::with_threads(threads, || commands::run(cli.command, &bar)).and_then(|r| r);
+    match result {
         Ok(()) => 0,
-        // The reader of stdout stopped reading (`… | head`): nothing went wrong here.
-        Err(e) if e.closed_pipe => 0,
-        Err(e) => {
-            let line = e.message.replace('\n', " ");
-            eprintln!("error: {line}");
-            if e.usage {
-                2
-            } else {
-                1
+        Err(e) => match e.kind() {
+            // The reader of stdout stopped reading (`… | head`): nothing went wrong here.
+            ErrorKind::ClosedPipe => 0,
+            kind => {
+                eprintln!("error: {}", e.to_string().replace('\n', " "));
+                if kind == ErrorKind::Usage {
+                    2
+                } else {
+                    1
+                }
             }
-        }
+        },
     }
 }

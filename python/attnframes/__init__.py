@@ -1,165 +1,566 @@
-"""attnframes from Python: transformer attention as long-format frames, without a subprocess.
+"""attnframes from Python: transformer attention as long-format frames, in-process.
 
-Every function runs the attnframes command of the same name through the CLI's own parser, so
-options, defaults and messages are the CLI's (see ``attnframes <command> --help``). Keyword
-arguments become flags: ``attention_mask="m.npy"`` is ``--attention-mask m.npy``, ``all=True``
-is ``--all``, lists are joined with commas (``partition_by=["layer", "head"]``), and
-``shard=(i, n)`` is ``--shard i/n``.
+Every function runs the attnframes command of the same name in Rust (the application layer
+the CLI uses too), with keyword parameters named as Python names them: ``attention_mask``,
+``k``, ``normalize``, ``partition_by`` ... ``help(attnframes.topk)`` lists them with their
+types, defaults and units.
 
-``attn`` is a path, a list of paths or globs (one example each: a dataset), or a numpy array
-(``torch.stack(outputs.attentions).numpy()``, with ``layout=`` when it is not LBHQK). Arrays
-given for ``attn``, ``attention_mask``, ``head_importance``, ``input_ids`` or
-``attributions`` are copied once into an anonymous in-memory file, not to disk; ``tokens``
-may be a list of strings (or a list of lists per batch row).
+``attn`` is a path, a list of paths or globs (one example each: a dataset), or an array:
+a C-contiguous float16/32/64 numpy array (``torch.stack(outputs.attentions).numpy()``, with
+``layout=`` when it is not LBHQK) is read in place, never copied; other arrays are made
+C-contiguous first. ``tokens`` may be a list of strings (one for every batch row) or a list
+of lists (one per batch row). Small auxiliary arrays (``attention_mask``, ``head_importance``,
+``input_ids``, ``attributions``, ``features``, ``attn_b``) are handed over as in-memory
+``.npy`` files.
 
 Without ``out`` the result comes back as a ``polars.DataFrame`` (or a ``pyarrow.Table`` with
 ``as_arrow=True``), handed over through the Arrow C stream interface without copying. With
 ``out`` the command writes it (a file, or a dataset directory ``"out/"``) and returns None.
 
-Errors raise ``ValueError`` (bad options or input) or ``OSError`` (a file that cannot be
-opened, read or written) with the CLI's message.
+Errors: ``TypeError`` for an unknown keyword or a value of the wrong type, ``ValueError`` for
+bad options or input, ``OSError`` for a file that cannot be opened, read or written; the
+message names the file or the parameter.
 
 >>> import attnframes as af
->>> df = af.topk("attentions.npy", tokens="tokens.json", k=10)          # doctest: +SKIP
+>>> df = af.topk("attentions.npy", tokens="tokens.json", k=10)              # doctest: +SKIP
 >>> tbl = af.received("attentions.npy", normalize="minmax", as_arrow=True)  # doctest: +SKIP
->>> af.topk(["a.npy", "b.npy"], k=10, out="out/", partition_by=["layer"])  # doctest: +SKIP
+>>> af.topk(["a.npy", "b.npy"], k=10, out="out/", partition_by=["layer"])   # doctest: +SKIP
 """
 
-import json
-import os
+import inspect as _inspect
+import json as _json
+import os as _os
+import re as _re
+import textwrap as _textwrap
 
 from . import _native
 
 __version__ = _native.__version__
-__all__ = ["topk", "received", "headstats", "similarity", "rollout", "melt", "cluster", "compare"]
+__all__ = ["topk", "received", "headstats", "similarity", "rollout", "compare", "cluster", "melt",
+           "plot", "view", "dense", "inspect"]
 
-# Options that name an input file and so may be given as an array instead.
-_ARRAY_OPTIONS = {"attention_mask", "head_importance", "input_ids", "attributions", "features", "attn_b"}
+_REQUIRED = _inspect.Parameter.empty
 
 
-class _Inputs:
-    """In-memory files for arrays and token lists, closed when the call returns."""
+class _Param:
+    """One keyword parameter: its default, type hint, documentation, and the dict it goes to."""
+
+    def __init__(self, name, default, hint, doc, group="options", convert=None):
+        self.name, self.default, self.hint, self.doc = name, default, hint, doc
+        self.group, self.convert = group, convert
+
+
+def _path(value, _files):
+    return _os.fspath(value)
+
+
+def _array_or_path(value, files):
+    return files.array(value) if _is_array(value) else _os.fspath(value)
+
+
+def _selection(value, _files):
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, (list, tuple, range)):
+        return ",".join(str(int(v)) for v in value)
+    return str(value)
+
+
+def _strings(value, _files):
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def _channel_list(value, _files):
+    if isinstance(value, str):
+        return [c.strip() for c in value.split(",") if c.strip()]
+    return [str(c) for c in value]
+
+
+def _axes(value, _files):
+    if isinstance(value, str):
+        return [a.strip() for a in value.split(",")] if value.strip() else []
+    return [str(a) for a in value]
+
+
+def _shard(value, _files):
+    if isinstance(value, (list, tuple)):
+        i, n = value
+        return f"{int(i)}/{int(n)}"
+    return str(value)
+
+
+_PATH = "str | os.PathLike[str]"
+_ARRAY_OR_PATH = "str | os.PathLike[str] | numpy.ndarray"
+_SELECTION = "str | int | Sequence[int] | None"
+
+_INPUT = [
+    _Param("layout", None, "str | None",
+           "Axis letters L B H Q K of ``attn`` (default LBHQK for 5-D, HQK for 3-D, QK for 2-D; "
+           "4-D needs it).", "input"),
+    _Param("attn_key", None, "str | None",
+           "Array name inside .npz/.safetensors/.pt (default ``attentions``, else the only array), "
+           "or a pattern (``'arr_*'``) whose arrays are stacked as layers.", "input"),
+    _Param("attention_mask", None, f"{_ARRAY_OR_PATH} | None",
+           "(B, S) HF attention_mask, integer or bool: 1 = real token, 0 = padding; padded "
+           "queries and keys are left out.", "input", _array_or_path),
+    _Param("padding_mask", None, f"{_ARRAY_OR_PATH} | None",
+           "(B, S) PyTorch key_padding_mask: True (nonzero) = padding.", "input", _array_or_path),
+    _Param("tokens", None, f"{_PATH} | Sequence[str] | Sequence[Sequence[str]] | None",
+           "Tokens: a .txt (one per line) or .json file, a list of strings (every batch row), or "
+           "a list of lists (one per batch row), S tokens each.", "input"),
+    _Param("input_ids", None, f"{_ARRAY_OR_PATH} | None",
+           "(B, S) integer token ids, turned into tokens with ``vocab``.", "input", _array_or_path),
+    _Param("vocab", None, f"{_PATH} | None",
+           "vocab.txt, vocab.json or tokenizer.json for ``input_ids``.", "input", _path),
+    _Param("head_importance", None, f"{_ARRAY_OR_PATH} | None",
+           "(L, H) float weights: each head's attention is multiplied by its weight first.",
+           "input", _array_or_path),
+    _Param("layers", None, _SELECTION,
+           "Layers to use, e.g. ``'0,3,8-11'`` or ``[0, 3]`` (tensor numbering is kept).",
+           "input", _selection),
+    _Param("heads", None, _SELECTION, "Heads to use, e.g. ``'0-5'``.", "input", _selection),
+    _Param("batch", None, _SELECTION, "Batch rows to use, e.g. ``2``.", "input", _selection),
+    _Param("allow_nan", False, "bool",
+           "Accept NaN/Inf in attention instead of raising ValueError; NaN then ranks last and "
+           "makes every sum it enters NaN.", "input"),
+    _Param("global_attn", None, f"{_PATH} | None",
+           "Longformer global attentions (L, B, H, S_pad, x): ``attn`` is then HF's "
+           "sliding-window tensor (L, B, H, S, x + w + 1).", "input", _path),
+    _Param("sliding_window", False, "bool",
+           "``attn`` is Longformer's sliding-window tensor even without ``global_attn`` (x = 0).",
+           "input"),
+    _Param("global_mask", None, f"{_PATH} | None",
+           "(B, S) HF global_attention_mask, nonzero = global (needed when x > 1).", "input",
+           _path),
+    _Param("words", False, "bool",
+           "Merge word pieces (WordPiece ``##``, SentencePiece ``▁``, BPE ``Ġ``) into words first; "
+           "positions then index words. Needs tokens.", "input"),
+    _Param("word_from", "mean", "Literal['mean', 'first', 'max']",
+           "A word's row from its pieces' rows: the mean (Clark et al. 2019), the first, or the "
+           "max renormalised to sum to 1.", "input"),
+]
+
+_DATASET = [
+    _Param("tokens_dir", None, f"{_PATH} | None",
+           "Per-file tokens: ``<stem>.json`` or ``<stem>.txt`` here (with ``vocab``: "
+           "``<stem>.ids.npy``).", "options", _path),
+    _Param("example_id_from", "stem", "Literal['stem', 'index']",
+           "``example_id`` from the file stem (``stem:batch`` for files of several batch rows) or "
+           "the file's index in the input list."),
+    _Param("partition_by", None, "Sequence[str] | None",
+           "With ``out='dir/'``: hive folders per value of these columns, e.g. ``['layer']``.",
+           "options", _strings),
+    _Param("max_rows_per_file", 10_000_000, "int",
+           "With ``out='dir/'``: rows per part file at most."),
+    _Param("shard", None, "tuple[int, int] | str | None",
+           "``(i, n)``: process the i-th of n contiguous slices of the input list; with "
+           "``out='dir/'``.", "options", _shard),
+]
+
+_FIGURE = [
+    _Param("colormap", None, "Literal['viridis', 'nipy_spectral', 'purples'] | None",
+           "Colour map (default viridis; purples for the cluster composite)."),
+    _Param("vmin", None, "float | None", "Bottom of the colour scale."),
+    _Param("vmax", None, "float | None",
+           "Top of the colour scale (e.g. 0.05 to make figures of several runs comparable)."),
+    _Param("annotate", False, "bool", "Write each cell's value in it (small matrices)."),
+    _Param("dpi", 100, "int", "Resolution, 25..600: pixel sizes and fonts scale with dpi / 100."),
+    _Param("size", None, "str | None", "Image size in pixels, e.g. ``'1600x900'``."),
+]
+
+_OUTPUT = [
+    _Param("out", None, f"{_PATH} | None",
+           "Write the frame here (.parquet, .csv, .arrow/.ipc; ``'dir/'`` for a Parquet "
+           "dataset) and return None. Default: return it.", "output", _path),
+    _Param("format", None, "Literal['parquet', 'csv', 'ipc'] | None",
+           "Output format (default: from ``out``'s extension).", "output"),
+    _Param("compression", "zstd", "Literal['zstd', 'snappy', 'none']", "Parquet compression.",
+           "output"),
+    _Param("row_group_size", 1 << 20, "int",
+           "Rows per Parquet row group and per returned chunk (at least 1).", "output"),
+    _Param("as_arrow", False, "bool",
+           "Return a ``pyarrow.Table`` instead of a ``polars.DataFrame``.", "python"),
+]
+
+_THREADS = [
+    _Param("threads", None, "int | None",
+           "Worker threads (default: all cores); the output is identical for any number."),
+]
+
+_FRAME = "polars.DataFrame | pyarrow.Table | None"
+_RAISES = """Raises
+------
+TypeError
+    An unknown keyword, or a value of the wrong type (the message names the parameter).
+ValueError
+    Options that do not fit together or are out of range, or an input that is not what it must
+    be (wrong shape or dtype, a mask of the other convention, NaN without ``allow_nan``).
+OSError
+    A file that cannot be opened, read or written."""
+
+
+class _Command:
+    """One command: its parameters, documentation, and how the native function is called."""
+
+    def __init__(self, name, summary, first, params, returns, call):
+        self.name, self.summary, self.first = name, summary, first
+        self.params, self.returns, self.call = params, returns, call
+
+    def signature(self):
+        first = [_inspect.Parameter(self.first.name, _inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                    annotation=self.first.hint)]
+        rest = [_inspect.Parameter(p.name, _inspect.Parameter.KEYWORD_ONLY, default=p.default,
+                                   annotation=p.hint) for p in self.params]
+        return _inspect.Signature(first + rest, return_annotation=self.returns[0])
+
+    def doc(self):
+        wrap = lambda text, indent="": _textwrap.fill(text, 92, initial_indent=indent,
+                                                      subsequent_indent=indent)
+        lines = ["\n\n".join(wrap(part) for part in self.summary.split("\n\n")), "",
+                 "Parameters", "----------"]
+        for p in [self.first] + self.params:
+            default = "" if p.default is _REQUIRED else f", default {p.default!r}"
+            lines += [f"{p.name} : {p.hint}{default}", wrap(p.doc, "    ")]
+        lines += ["", "Returns", "-------", self.returns[0], wrap(self.returns[1], "    "), "",
+                  _RAISES]
+        return "\n".join(lines)
+
+
+def _make(command):
+    signature = command.signature()
+
+    def run(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{command.name}() {e}") from None
+        bound.apply_defaults()
+        return _run(command, bound.arguments)
+
+    run.__name__ = run.__qualname__ = command.name
+    run.__module__ = __name__
+    run.__doc__ = command.doc()
+    run.__signature__ = signature
+    return run
+
+
+def _is_array(value):
+    return hasattr(value, "__array__") and not isinstance(value, (str, bytes, _os.PathLike))
+
+
+class _Files:
+    """In-memory .npy files for small auxiliary arrays, closed when the call returns."""
 
     def __init__(self):
         self._fds = []
         self.names = {}
 
-    def _memfile(self, write, label):
-        if hasattr(os, "memfd_create"):
-            fd = os.memfd_create(f"attnframes-{label}")
+    def array(self, value):
+        import numpy as np
+
+        arr = np.ascontiguousarray(value)
+        if hasattr(_os, "memfd_create"):
+            fd = _os.memfd_create("attnframes-array")
             path = f"/proc/self/fd/{fd}"
         else:  # not Linux: a temporary file
             import tempfile
 
-            fd, path = tempfile.mkstemp(prefix=f"attnframes-{label}-", suffix=".npy")
+            fd, path = tempfile.mkstemp(prefix="attnframes-", suffix=".npy")
         self._fds.append((fd, None if path.startswith("/proc/") else path))
-        with os.fdopen(os.dup(fd), "wb") as f:
-            write(f)
-        self.names[path] = f"<{label} array>"
-        return path
-
-    def array(self, value, label):
-        import numpy as np
-
-        arr = np.ascontiguousarray(value)
-        return self._memfile(lambda f: np.save(f, arr, allow_pickle=False), label)
-
-    def tokens(self, value):
-        # The extension tells the CLI it is JSON; memfd paths have none, so use a JSON-named
-        # temporary only for this small list.
-        import tempfile
-
-        fd, path = tempfile.mkstemp(prefix="attnframes-tokens-", suffix=".json")
-        self._fds.append((fd, path))
-        with os.fdopen(os.dup(fd), "w") as f:
-            json.dump(list(value), f)
-        self.names[path] = "<tokens list>"
+        with _os.fdopen(_os.dup(fd), "wb") as f:
+            np.save(f, arr, allow_pickle=False)
         return path
 
     def close(self):
         for fd, path in self._fds:
-            os.close(fd)
+            _os.close(fd)
             if path:
-                os.unlink(path)
-
-    def explain(self, message):
-        for path, label in self.names.items():
-            message = message.replace(path, label)
-        return message
+                _os.unlink(path)
 
 
-def _is_array(value):
-    return hasattr(value, "__array__") and not isinstance(value, (str, bytes, os.PathLike))
+def _attn_input(attn, files):
+    """The ``attn`` entries of the input dict: paths, or the array read in place."""
+    if _is_array(attn):
+        import numpy as np
+
+        arr = np.ascontiguousarray(attn)
+        return {"attn_array": {"owner": arr, "address": arr.__array_interface__["data"][0],
+                               "nbytes": arr.nbytes, "dtype": arr.dtype.str,
+                               "shape": list(arr.shape)}}
+    items = attn if isinstance(attn, (list, tuple)) else [attn]
+    return {"attn": [_os.fspath(a) for a in items]}
 
 
-def _flag(name):
-    return "-" + name if len(name) == 1 else "--" + name.replace("_", "-")
+def _tokens(value, group):
+    if isinstance(value, (list, tuple)):
+        lists = [list(map(str, r)) for r in value] if value and not isinstance(value[0], str) \
+            else [list(map(str, value))]
+        group["token_lists"] = lists
+    else:
+        group["tokens"] = _os.fspath(value)
 
 
-def _argv(command, attn, options, inputs):
-    argv = ["attnframes", command]
-    if attn is not None:
-        items = attn if isinstance(attn, (list, tuple)) else [attn]
-        argv.append("--attn")
-        argv += [inputs.array(a, "attn") if _is_array(a) else os.fspath(a) for a in items]
-    for key, value in options.items():
-        if value is None or value is False:
-            continue
-        if value is True:
-            argv.append(_flag(key))
-            continue
-        if key == "tokens" and isinstance(value, (list, tuple)):
-            value = inputs.tokens(value)
-        elif key in _ARRAY_OPTIONS and _is_array(value):
-            value = inputs.array(value, key)
-        elif key == "shard" and isinstance(value, (list, tuple)):
-            value = "/".join(str(v) for v in value)
-        elif isinstance(value, (list, tuple)):
-            value = ",".join(str(v) for v in value)
-        argv += [_flag(key), os.fspath(value) if isinstance(value, os.PathLike) else str(value)]
-    return argv
+# A CLI flag in a message (`--attention-mask`, `-k`, `-o`) and the parameter it is here.
+_FLAG = _re.compile(r"(?<![\w/.-])(--[a-z][a-z0-9]*(?:-[a-z0-9]+)*|-[ko](?![\w-]))")
 
 
-def _run(command, attn, out, as_arrow, options):
-    inputs = _Inputs()
+def _python_names(message, files):
+    for path, label in files.names.items():
+        message = message.replace(path, label)
+
+    def name(m):
+        flag = m.group(1)
+        return {"-o": "out", "-k": "k"}.get(flag, flag.lstrip("-").replace("-", "_"))
+
+    return _FLAG.sub(name, message)
+
+
+def _run(command, arguments):
+    files = _Files()
+    groups = {"input": {}, "options": {}, "output": {}, "python": {}}
     try:
-        argv = _argv(command, attn, options, inputs)
-        argv += ["-o", os.fspath(out) if out is not None else "<memory>"]
+        first = arguments[command.first.name]
+        if command.first.group == "input":
+            groups["input"].update(_attn_input(first, files))
+        else:
+            groups["options"][command.first.name] = command.first.convert(first, files)
+        for p in command.params:
+            value = arguments[p.name]
+            if value is None or value is _REQUIRED:
+                continue
+            if p.name == "tokens" and p.group == "input":
+                _tokens(value, groups["input"])
+                continue
+            if p.convert is not None:
+                path_before = value
+                value = p.convert(value, files)
+                if _is_array(path_before):
+                    files.names[value] = f"<{p.name} array>"
+            groups[p.group][p.name] = value
         try:
-            stream = _native.run(argv, out is None)
-        except (ValueError, OSError) as e:
-            raise type(e)(inputs.explain(str(e))) from None
+            result = command.call(groups)
+        except (ValueError, OSError, TypeError) as e:
+            raise type(e)(_python_names(str(e), files)) from None
     finally:
-        inputs.close()
-    if stream is None:
-        return None
+        files.close()
+    return _finish(result, groups["python"].get("as_arrow", False))
+
+
+def _finish(result, as_arrow):
+    if not hasattr(result, "__arrow_c_stream__"):
+        return result
     if as_arrow:
         import pyarrow as pa
 
-        return pa.table(stream)
+        return pa.table(result)
     import polars as pl
 
-    return pl.DataFrame(stream)
+    return pl.DataFrame(result)
 
 
-def _command(name, doc):
-    def command(attn=None, *, out=None, as_arrow=False, **options):
-        return _run(name, attn, out, as_arrow, options)
-
-    command.__name__ = command.__qualname__ = name
-    command.__doc__ = (
-        f"{doc}\n\nThe CLI's `attnframes {name}`: keyword arguments are its flags "
-        f"(see `attnframes {name} --help`). Returns a polars.DataFrame, a pyarrow.Table "
-        "with as_arrow=True, or None with out=."
-    )
-    return command
+def _frames(native):
+    return lambda g: native(g["input"], g["options"], g["output"])
 
 
-topk = _command("topk", "For every (batch, layer, head, query) the k highest-scoring keys.")
-received = _command("received", "Attention each key receives, summed over the valid queries.")
-headstats = _command("headstats", "Per-head statistics: entropy, distance, token-class mass, sinks.")
-similarity = _command("similarity", "Attention vs token attributions (attributions=...).")
-rollout = _command("rollout", "Attention rollout (Abnar & Zuidema 2020) ranked like topk.")
-melt = _command("melt", "Any tensor as a long frame: one index column per axis, then value.")
-cluster = _command("cluster", "KMeans on the attention rows of one head; k by silhouette.")
-compare = _command("compare", "Run vs run with channel blocks (attn_b=..., channels_a=..., block=...).")
+def _files_only(native):
+    return lambda g: native(g["input"], g["options"])
+
+
+_ATTN = _Param("attn", _REQUIRED, f"{_ARRAY_OR_PATH} | Sequence[{_PATH}]",
+               "Attention (L, B, H, Q, K) by default, float16/32/64: a file (.npy, .npz, "
+               ".safetensors, a torch.save .pt), several files or a glob (a dataset, one example "
+               "each), or an array read in place.", "input")
+_ATTN_ONE = _Param("attn", _REQUIRED, f"{_ARRAY_OR_PATH}",
+                   "Attention (L, B, H, Q, K) by default, float16/32/64: a file or an array "
+                   "read in place.", "input")
+_FRAME_OUT = (_FRAME, "The frame (a ``pyarrow.Table`` with ``as_arrow=True``); None with ``out``.")
+_WRITTEN = ("None", "The file is written atomically: it appears whole or not at all.")
+
+_COMMANDS = [
+    _Command("topk", "For every (batch, layer, head, query) the k highest-scoring keys.\n\n"
+             "Columns: batch u32, layer u16, head u16, query_position u32, query_token, rank u32 "
+             "(1-based; ties go to the lower position), position u32 (the key), token, score f32; "
+             "tokens dictionary-encoded, null without tokens; ``example_id`` first for a dataset.",
+             _ATTN, [
+                 _Param("k", 10, "int", "Keys per query, at least 1, clamped to the valid keys."),
+                 _Param("all", False, "bool", "Rank every valid key (overrides ``k``)."),
+                 _Param("nonzero", False, "bool", "Rank only keys whose score is > 0."),
+             ] + _INPUT + _DATASET + _OUTPUT + _THREADS, _FRAME_OUT, _frames(_native.topk)),
+    _Command("received", "Attention each key receives, summed over the valid queries.\n\n"
+             "Columns: batch, layer, head (fewer with ``reduce``), position u32, token, score f32 "
+             "(the sum, after min-max with ``normalize``), rank u32 (1 = receives most).",
+             _ATTN, [
+                 _Param("normalize", "none", "Literal['none', 'minmax']",
+                        "Min-max over every selected (batch, layer, head, position) first."),
+                 _Param("reduce", "none", "Literal['none', 'heads', 'layers', 'all']",
+                        "Sum over heads, layers or both after normalising."),
+                 _Param("k", None, "int | None", "Keep ranks ≤ k (default: every rank)."),
+             ] + _INPUT + _DATASET + _OUTPUT + _THREADS, _FRAME_OUT, _frames(_native.received)),
+    _Command("headstats", "Per-head statistics: smoothed entropy (nats), mean attention distance "
+             "(positions), self/previous/next/[CLS]/[SEP]/punctuation mass, first-position mass "
+             "and the ``sink`` flag (Xiao et al. 2023), head-detector scores.",
+             _ATTN, [
+                 _Param("cls_tokens", ("[CLS]", "<s>"), "Sequence[str]", "Tokens counted by cls_mass.",
+                        "options", _strings),
+                 _Param("sep_tokens", ("[SEP]", "</s>"), "Sequence[str]",
+                        "Tokens counted by sep_mass.", "options", _strings),
+                 _Param("punct_tokens", (".", ","), "Sequence[str]",
+                        "Tokens counted by punct_mass.", "options", _strings),
+                 _Param("sink_threshold", 0.3, "float",
+                        "``sink`` is true when the first position receives more than this on "
+                        "average (α₀)."),
+                 _Param("pairs", None, f"{_PATH} | None",
+                        "Also write the head × head Jensen–Shannon distances of the first batch row "
+                        "here.", "options", _path),
+             ] + _INPUT + _DATASET + _OUTPUT + _THREADS, _FRAME_OUT, _frames(_native.headstats)),
+    _Command("similarity", "Attention against token attributions: cosine variants, Spearman and "
+             "Kendall rank correlations (scipy's conventions) and top-set overlap, per batch row "
+             "and scope (each head, each layer's mean, the mean of all).",
+             _ATTN_ONE, [
+                 _Param("attributions", _REQUIRED, _ARRAY_OR_PATH,
+                        "(B, S) or (S,) float token attributions, e.g. captum's summed over the "
+                        "hidden dimension.", "options", _array_or_path),
+                 _Param("percentile", 95.0, "float",
+                        "Percentile of the top sets, 0..100 (numpy's linear interpolation)."),
+                 _Param("overlap", None, f"{_PATH} | None",
+                        "Also write the positions in either top set here.", "options", _path),
+                 _Param("example_ids", None, f"{_PATH} | None",
+                        "One id per batch row (.txt): adds an ``example_id`` column.", "options",
+                        _path),
+             ] + _INPUT + _OUTPUT + _THREADS, _FRAME_OUT, _frames(_native.similarity)),
+    _Command("rollout", "Attention rollout (Abnar & Zuidema 2020), ranked like ``topk`` without the "
+             "head column: J_l = (0.5·mean_heads(A_l) + 0.5·I)·J_(l−1), rows renormalised. "
+             "``layers`` picks the cumulative layers written; the chain runs through all.",
+             _ATTN_ONE, [
+                 _Param("fuse", "mean", "Literal['mean', 'max', 'min']",
+                        "How heads are fused into one matrix per layer."),
+                 _Param("k", 10, "int", "Keys per query, at least 1."),
+                 _Param("all", False, "bool", "Rank every valid key (overrides ``k``)."),
+                 _Param("relevance", None, f"{_PATH} | None",
+                        "Also write per (batch, layer, position) the max over queries of J_l[q, k].",
+                        "options", _path),
+             ] + _INPUT + _OUTPUT + _THREADS, _FRAME_OUT, _frames(_native.rollout)),
+    _Command("compare", "Run A (``attn``) against run B: B's channel blocks permuted into A's "
+             "order, then per head cosine, Pearson, Spearman and mean absolute difference.",
+             _ATTN_ONE, [
+                 _Param("attn_b", _REQUIRED, _ARRAY_OR_PATH, "The second run, same shape as ``attn``.",
+                        "options", _array_or_path),
+                 _Param("channels_a", _REQUIRED, "Sequence[str] | str",
+                        "Channel names of run A in token order (a list, or comma-separated).",
+                        "options", _channel_list),
+                 _Param("block", _REQUIRED, "int", "Tokens (time points) per channel block."),
+                 _Param("channels_b", None, "Sequence[str] | str | None",
+                        "Channel names of run B (default: A's order).", "options", _channel_list),
+                 _Param("blocks", None, f"{_PATH} | None",
+                        "Also write the channel × channel block means of both runs here.", "options",
+                        _path),
+                 _Param("plot", None, f"{_PATH} | None",
+                        "Draw A, B reordered and A − B of one head here (.png or .svg).", "options",
+                        _path),
+                 _Param("layer", None, "int | None",
+                        "Layer of the plotted head (default: the head with the lowest cosine)."),
+                 _Param("head", None, "int | None", "Head of the plotted head."),
+             ] + _FIGURE + _INPUT + _OUTPUT + _THREADS, _FRAME_OUT, _frames(_native.compare)),
+    _Command("cluster", "KMeans (k-means++, scikit-learn's convergence) on the valid attention rows "
+             "of one head, for each k; the chosen k has the highest silhouette.\n\n"
+             "Columns: rows, batch, layer, head, query_position u32, query_token, cluster u32.",
+             _ATTN_ONE, [
+                 _Param("layer", _REQUIRED, "int", "Layer of the clustered head."),
+                 _Param("head", _REQUIRED, "int", "Head of the clustered head."),
+                 _Param("k_range", "2-9", "str", "Values of k to try, e.g. ``'2-9'`` (2 ≤ k < rows)."),
+                 _Param("rows", "all", "Literal['all', 'even', 'odd', 'both']",
+                        "Query rows: every valid row, the even or odd positions, or both apart."),
+                 _Param("scores", None, f"{_PATH} | None",
+                        "Also write k, silhouette, inertia and chosen for every k here.", "options",
+                        _path),
+                 _Param("seed", 0, "int", "Seed of the k-means++ initialisation."),
+                 _Param("n_init", 10, "int", "KMeans restarts per k, at least 1 (lowest inertia kept)."),
+                 _Param("features", None, f"{_ARRAY_OR_PATH} | None",
+                        "(S, F) or (B, S, F) float input features per query position.", "options",
+                        _array_or_path),
+                 _Param("coefs", None, f"{_PATH} | None",
+                        "Write the one-vs-rest linear SVM from features to clusters here.", "options",
+                        _path),
+                 _Param("svm_c", 1.0, "float", "Penalty C of the linear SVM (L2, hinge loss)."),
+                 _Param("plot", None, f"{_PATH} | None",
+                        "Composite figure here (.png or .svg).", "options", _path),
+             ] + _FIGURE + _INPUT + _OUTPUT + _THREADS, _FRAME_OUT, _frames(_native.cluster)),
+    _Command("melt", "Any tensor as a long frame: one index column per axis (layer/head u16, "
+             "others u32), then ``value`` (f32 for floats, i64 for integers, bool).",
+             _Param("attn", _REQUIRED, _PATH,
+                    "The tensor file (.npy, .npz, .safetensors, .pt), any dtype.", "options", _path),
+             [
+                 _Param("axes", _REQUIRED, "Sequence[str] | str",
+                        "One column name per axis, e.g. ``['layer', 'head', 'position', 'dim']``; "
+                        "empty for a 0-d tensor.", "options", _axes),
+                 _Param("attn_key", None, "str | None",
+                        "Array name inside .npz/.safetensors/.pt, or a pattern stacked as a first axis."),
+                 _Param("tokens", None, f"{_PATH} | None",
+                        "Tokens for the axes named position / query_position.", "options", _path),
+             ] + _OUTPUT + _THREADS, _FRAME_OUT,
+             lambda g: _native.melt(g["options"], g["output"])),
+    _Command("plot", "A heatmap of one head, a layer × head grid (PNG/SVG), or a token text heatmap "
+             "(HTML/LaTeX) of the first selected batch row.",
+             _ATTN_ONE, [
+                 _Param("out", _REQUIRED, _PATH,
+                        ".png or .svg (heatmaps), .html or .tex (``text``).", "options", _path),
+                 _Param("layer", None, "int | None", "Layer of the head to draw."),
+                 _Param("head", None, "int | None", "Head to draw."),
+                 _Param("grid", False, "bool", "Every selected layer (rows) × head (columns)."),
+                 _Param("shared_scale", False, "bool", "One colour scale for every panel of a grid."),
+                 _Param("channels", None, "Sequence[str] | str | None",
+                        "Channel names in token order: dividers and names instead of tokens.",
+                        "options", _channel_list),
+                 _Param("block", None, "int | None", "Tokens (time points) per channel block."),
+                 _Param("text", False, "bool",
+                        "Token text heatmap: each token coloured by the attention it receives."),
+             ] + _FIGURE + _INPUT + _THREADS, _WRITTEN, _files_only(_native.plot)),
+    _Command("view", "One self-contained HTML page to explore attention: layer × head overview, "
+             "one head with pan and zoom, top-k on hover, text coloured by received attention, "
+             "the headstats table.",
+             _ATTN_ONE, [
+                 _Param("out", _REQUIRED, _PATH, "The page (.html): no network, opens with a double "
+                        "click.", "options", _path),
+                 _Param("k", 10, "int", "Keys listed per query on hover, 1..1000."),
+                 _Param("colormap", "viridis", "Literal['viridis', 'nipy_spectral', 'purples']",
+                        "Colour map of the heatmaps."),
+                 _Param("thumbnail", 64, "int", "Thumbnail side in cells at most, 8..256."),
+                 _Param("max_detail", 1024, "int", "Side of a head's heatmap in cells at most."),
+                 _Param("detail_kib", 48, "int",
+                        "Compressed heatmap KiB per head on average: the finest level that fits."),
+                 _Param("title", None, "str | None", "Page title (default: the file's name)."),
+             ] + _INPUT + _THREADS, _WRITTEN, _files_only(_native.view)),
+    _Command("dense", "Longformer's sliding-window (and global) attention as a dense (L, B, H, S, S) "
+             "float32 .npy, written one row at a time.",
+             _ATTN_ONE, [
+                 _Param("out", _REQUIRED, _PATH, "The .npy file.", "options", _path),
+             ] + _INPUT + _THREADS, _WRITTEN, _files_only(_native.dense)),
+    _Command("inspect", "Shape, dtype, container, layout, row-sum ranges and NaN/Inf counts of "
+             "tensor files.",
+             _Param("files", _REQUIRED, f"{_PATH} | Sequence[{_PATH}]", "Tensor files.", "options",
+                    lambda v, f: [_os.fspath(x) for x in (v if isinstance(v, (list, tuple)) else [v])]),
+             [
+                 _Param("attn_key", None, "str | None", "Array name inside .npz/.safetensors/.pt."),
+                 _Param("layout", None, "str | None", "Axis letters for the row-sum statistics."),
+             ], ("list[dict[str, Any]]", "One summary per file, as ``attnframes inspect --json``."),
+             lambda g: _json.loads(_native.inspect(g["options"]))),
+]
+
+for _command in _COMMANDS:
+    globals()[_command.name] = _make(_command)
+del _command
+
+
+def _stub():
+    """The text of ``__init__.pyi``, from the same table as the functions (a test keeps the
+    committed stub equal to it)."""
+    lines = ['"""Type stubs of attnframes (generated from attnframes._stub(); do not edit)."""',
+             "import os", "from typing import Any, Literal, Sequence", "", "import numpy",
+             "import polars", "import pyarrow", "", "__version__: str", ""]
+    for c in _COMMANDS:
+        params = [f"    {c.first.name}: {c.first.hint},", "    *,"]
+        for p in c.params:
+            default = "" if p.default is _REQUIRED else " = ..."
+            params.append(f"    {p.name}: {p.hint}{default},")
+        lines += [f"def {c.name}(", *params, f") -> {c.returns[0]}: ...", ""]
+    return "\n".join(lines)

@@ -1,29 +1,34 @@
-//! # attnframes-python — the CLI's commands as Python functions
+//! # attnframes-python — the application layer's commands as Python functions
 //!
-//! `_native.run(argv, capture)` runs one `attnframes` command through the CLI's own parser and
-//! code paths, so options, defaults and error messages are the CLI's. With `capture`, the main
-//! output's frames come back as an [`ArrowStream`] — an object with the Arrow PyCapsule
-//! interface (`__arrow_c_stream__`) that `polars.DataFrame(...)` and `pyarrow.table(...)` take
-//! without copying a buffer. Errors raise `ValueError` (bad options or input) or `OSError`
-//! (a file that cannot be opened, read or written) carrying the CLI's one-line message.
+//! `_native.<command>(input, options, output)` runs one command of [`attnframes_app`] with
+//! the options given as three dicts of Python values (the package `attnframes`, beside this
+//! crate, builds them from its functions' keyword parameters). The attention array, when one
+//! is given, is read in place at its numpy address, the array held while it is read: no
+//! copy, no file. Frames kept in
+//! memory come back as an [`ArrowStream`] — an object with the Arrow PyCapsule interface
+//! (`__arrow_c_stream__`) that `polars.DataFrame(...)` and `pyarrow.table(...)` take without
+//! copying a buffer.
 //!
-//! The Python package `attnframes` (beside this crate) wraps it: keyword arguments become
-//! flags, numpy arrays become in-memory files.
+//! Errors raise `ValueError` (bad options or input), `OSError` (a file that cannot be opened,
+//! read or written) or `TypeError` (a value of the wrong type), with the application layer's
+//! one-line message; the package renames the CLI's flags in them to its parameters.
 
 use std::ffi::CStr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use polars::prelude::DataFrame;
-use pyo3::exceptions::{PyOSError, PyValueError};
+use attnframes_app as app;
+use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyCapsule;
+use pyo3::types::{PyCapsule, PyDict};
 
 /// The name the Arrow PyCapsule interface gives a stream capsule.
 const STREAM_CAPSULE: &CStr = c"arrow_array_stream";
 
-/// Captured frames, exported once as an Arrow C stream.
+/// Frames kept in memory, exported once as an Arrow C stream.
 #[pyclass(module = "attnframes._native")]
 struct ArrowStream {
-    frames: Option<Vec<DataFrame>>,
+    frames: Option<Vec<polars::prelude::DataFrame>>,
 }
 
 /// The exported stream. It holds raw pointers, so it is not `Send` by itself; the capsule
@@ -56,20 +61,495 @@ impl ArrowStream {
     }
 }
 
-/// Runs `argv` (program name first); returns the captured frames or None.
-#[pyfunction]
-fn run(py: Python<'_>, argv: Vec<String>, capture: bool) -> PyResult<Option<ArrowStream>> {
-    let result = py.detach(|| attnframes::run_captured(argv, capture));
-    match result {
-        Ok(frames) => Ok(frames.map(|f| ArrowStream { frames: Some(f) })),
-        Err(e) if e.io => Err(PyOSError::new_err(e.message)),
-        Err(e) => Err(PyValueError::new_err(e.message)),
+/// A C-contiguous numpy array's memory, the array held (so not freed) while a command reads
+/// it. The buffer protocol's `PyBuffer` would do the same, but the limited API of Python 3.9
+/// (this wheel's abi3 floor) lacks it.
+struct ArrayBytes {
+    _owner: Py<PyAny>,
+    address: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for ArrayBytes {
+    fn as_ref(&self) -> &[u8] {
+        if self.address == 0 {
+            return &[];
+        }
+        // SAFETY: `address` and `len` are the data pointer and byte size of the C-contiguous
+        // array `_owner` holds alive; attnframes only reads it.
+        unsafe { std::slice::from_raw_parts(self.address as *const u8, self.len) }
     }
+}
+
+/// One dict of options, read key by key; a value of the wrong type names its key.
+struct Options<'a, 'py>(&'a Bound<'py, PyDict>);
+
+impl<'py> Options<'_, 'py> {
+    fn get<T: for<'a> FromPyObject<'a, 'py>>(&self, key: &str) -> PyResult<Option<T>> {
+        match self.0.get_item(key)? {
+            None => Ok(None),
+            Some(v) if v.is_none() => Ok(None),
+            Some(v) => v.extract::<T>().map(Some).map_err(|e| {
+                let e: PyErr = e.into();
+                PyTypeError::new_err(format!("{key}: {e}"))
+            }),
+        }
+    }
+
+    fn or<T: for<'a> FromPyObject<'a, 'py>>(&self, key: &str, default: T) -> PyResult<T> {
+        Ok(self.get(key)?.unwrap_or(default))
+    }
+
+    fn path(&self, key: &str) -> PyResult<Option<PathBuf>> {
+        Ok(self.get::<String>(key)?.map(PathBuf::from))
+    }
+
+    /// A string option that must be one of `choices`; returns its index.
+    fn choice(&self, key: &str, choices: &[&str], default: usize) -> PyResult<usize> {
+        let Some(value) = self.get::<String>(key)? else {
+            return Ok(default);
+        };
+        choices.iter().position(|c| *c == value).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "{key}: expected one of {}; got '{value}'",
+                choices
+                    .iter()
+                    .map(|c| format!("'{c}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+    }
+}
+
+/// The attention array: the C-contiguous ndarray (`owner`), its data `address` and
+/// `nbytes`, numpy dtype string (`<f4`) and shape, as the package reads them off the array.
+fn shared_array(array: &Bound<'_, PyDict>) -> PyResult<app::SharedArray> {
+    let o = Options(array);
+    let owner = array
+        .get_item("owner")?
+        .ok_or_else(|| PyValueError::new_err("attn: an array without data"))?;
+    let bytes = ArrayBytes {
+        _owner: owner.unbind(),
+        address: o.or("address", 0)?,
+        len: o.or("nbytes", 0)?,
+    };
+    let dtype: String = o.or("dtype", String::new())?;
+    let element = ingest::npy::parse_descr(&dtype)
+        .map_err(|e| PyValueError::new_err(format!("attn: {e}")))?;
+    Ok(app::SharedArray {
+        name: PathBuf::from("<attn array>"),
+        element,
+        shape: o.or("shape", Vec::new())?,
+        bytes: Arc::new(bytes),
+    })
+}
+
+fn input_options(d: &Bound<'_, PyDict>) -> PyResult<app::InputOptions> {
+    let o = Options(d);
+    let attn_array = match d.get_item("attn_array")? {
+        Some(a) if !a.is_none() => Some(shared_array(a.cast::<PyDict>()?)?),
+        _ => None,
+    };
+    let attn: Vec<String> = o.or("attn", Vec::new())?;
+    Ok(app::InputOptions {
+        attn: match &attn_array {
+            Some(a) => vec![a.name.clone()],
+            None => attn.into_iter().map(PathBuf::from).collect(),
+        },
+        attn_array,
+        attn_key: o.get("attn_key")?,
+        layout: o.get("layout")?,
+        attention_mask: o.path("attention_mask")?,
+        padding_mask: o.path("padding_mask")?,
+        tokens: o.path("tokens")?,
+        token_lists: o.get("token_lists")?,
+        input_ids: o.path("input_ids")?,
+        vocab: o.path("vocab")?,
+        head_importance: o.path("head_importance")?,
+        layers: o.get("layers")?,
+        heads: o.get("heads")?,
+        batch: o.get("batch")?,
+        allow_nan: o.or("allow_nan", false)?,
+        global_attn: o.path("global_attn")?,
+        sliding_window: o.or("sliding_window", false)?,
+        global_mask: o.path("global_mask")?,
+        words: match o.or("words", false)? {
+            false => None,
+            true => Some(
+                [
+                    app::WordFrom::Mean,
+                    app::WordFrom::First,
+                    app::WordFrom::Max,
+                ][o.choice("word_from", &["mean", "first", "max"], 0)?],
+            ),
+        },
+    })
+}
+
+fn output_options(d: &Bound<'_, PyDict>) -> PyResult<app::OutputOptions> {
+    let o = Options(d);
+    let defaults = app::OutputOptions::default();
+    Ok(app::OutputOptions {
+        destination: match o.get::<String>("out")? {
+            Some(path) => app::Destination::Path(path),
+            None => app::Destination::Memory,
+        },
+        format: match o.get::<String>("format")? {
+            None => None,
+            Some(_) => Some(
+                [
+                    app::OutputFormat::Parquet,
+                    app::OutputFormat::Csv,
+                    app::OutputFormat::Ipc,
+                ][o.choice("format", &["parquet", "csv", "ipc"], 0)?],
+            ),
+        },
+        compression: [
+            app::Compression::Zstd,
+            app::Compression::Snappy,
+            app::Compression::None,
+        ][o.choice("compression", &["zstd", "snappy", "none"], 0)?],
+        row_group_size: o.or("row_group_size", defaults.row_group_size)?,
+    })
+}
+
+fn dataset_options(d: &Bound<'_, PyDict>) -> PyResult<app::DatasetOptions> {
+    let o = Options(d);
+    let defaults = app::DatasetOptions::default();
+    Ok(app::DatasetOptions {
+        tokens_dir: o.path("tokens_dir")?,
+        example_id_from: [app::ExampleIdFrom::Stem, app::ExampleIdFrom::Index]
+            [o.choice("example_id_from", &["stem", "index"], 0)?],
+        partition_by: o.or("partition_by", Vec::new())?,
+        max_rows_per_file: o.or("max_rows_per_file", defaults.max_rows_per_file)?,
+        shard: o.get("shard")?,
+    })
+}
+
+const COLORMAPS: [app::Colormap; 3] = [
+    app::Colormap::Viridis,
+    app::Colormap::NipySpectral,
+    app::Colormap::Purples,
+];
+const COLORMAP_NAMES: [&str; 3] = ["viridis", "nipy_spectral", "purples"];
+
+fn figure_style(d: &Bound<'_, PyDict>) -> PyResult<app::FigureStyle> {
+    let o = Options(d);
+    Ok(app::FigureStyle {
+        colormap: match o.get::<String>("colormap")? {
+            None => None,
+            Some(_) => Some(COLORMAPS[o.choice("colormap", &COLORMAP_NAMES, 0)?]),
+        },
+        vmin: o.get("vmin")?,
+        vmax: o.get("vmax")?,
+        annotate: o.or("annotate", false)?,
+        dpi: o.or("dpi", 100)?,
+        size: o.get("size")?,
+    })
+}
+
+/// The exception of an application-layer error: `OSError` for I/O, else `ValueError`.
+fn raise(e: app::Error) -> PyErr {
+    match e.kind() {
+        app::ErrorKind::Io => PyOSError::new_err(e.to_string()),
+        _ => PyValueError::new_err(e.to_string()),
+    }
+}
+
+/// Runs `work` without the GIL on a pool of `threads` workers; frames come back as a stream.
+fn frames(
+    py: Python<'_>,
+    threads: Option<usize>,
+    work: impl FnOnce() -> app::Result<app::Frames> + Send,
+) -> PyResult<Option<ArrowStream>> {
+    let result = py.detach(|| app::with_threads(threads, work).and_then(|r| r));
+    let chunks = result.map_err(raise)?.into_chunks();
+    Ok((!chunks.is_empty()).then_some(ArrowStream {
+        frames: Some(chunks),
+    }))
+}
+
+/// Runs `work` (a command that writes a file) without the GIL.
+fn written(
+    py: Python<'_>,
+    threads: Option<usize>,
+    work: impl FnOnce() -> app::Result<()> + Send,
+) -> PyResult<()> {
+    py.detach(|| app::with_threads(threads, work).and_then(|r| r))
+        .map_err(raise)
+}
+
+fn threads(d: &Bound<'_, PyDict>) -> PyResult<Option<usize>> {
+    Options(d).get("threads")
+}
+
+#[pyfunction]
+fn topk(
+    py: Python<'_>,
+    input: &Bound<'_, PyDict>,
+    options: &Bound<'_, PyDict>,
+    output: &Bound<'_, PyDict>,
+) -> PyResult<Option<ArrowStream>> {
+    let o = Options(options);
+    let (inp, out) = (input_options(input)?, output_options(output)?);
+    let opts = app::TopkOptions {
+        k: o.or("k", 10)?,
+        all: o.or("all", false)?,
+        nonzero: o.or("nonzero", false)?,
+        dataset: dataset_options(options)?,
+    };
+    frames(py, threads(options)?, || {
+        app::topk(&inp, &opts, &out, &app::Quiet)
+    })
+}
+
+#[pyfunction]
+fn received(
+    py: Python<'_>,
+    input: &Bound<'_, PyDict>,
+    options: &Bound<'_, PyDict>,
+    output: &Bound<'_, PyDict>,
+) -> PyResult<Option<ArrowStream>> {
+    let o = Options(options);
+    let (inp, out) = (input_options(input)?, output_options(output)?);
+    let opts = app::ReceivedOptions {
+        normalize: [app::Normalize::None, app::Normalize::MinMax]
+            [o.choice("normalize", &["none", "minmax"], 0)?],
+        reduce: [
+            app::Reduce::None,
+            app::Reduce::Heads,
+            app::Reduce::Layers,
+            app::Reduce::All,
+        ][o.choice("reduce", &["none", "heads", "layers", "all"], 0)?],
+        k: o.get("k")?,
+        dataset: dataset_options(options)?,
+    };
+    frames(py, threads(options)?, || {
+        app::received(&inp, &opts, &out, &app::Quiet)
+    })
+}
+
+#[pyfunction]
+fn headstats(
+    py: Python<'_>,
+    input: &Bound<'_, PyDict>,
+    options: &Bound<'_, PyDict>,
+    output: &Bound<'_, PyDict>,
+) -> PyResult<Option<ArrowStream>> {
+    let o = Options(options);
+    let (inp, out) = (input_options(input)?, output_options(output)?);
+    let defaults = app::HeadstatsOptions::default();
+    let opts = app::HeadstatsOptions {
+        cls_tokens: o.or("cls_tokens", defaults.cls_tokens)?,
+        sep_tokens: o.or("sep_tokens", defaults.sep_tokens)?,
+        punct_tokens: o.or("punct_tokens", defaults.punct_tokens)?,
+        sink_threshold: o.or("sink_threshold", defaults.sink_threshold)?,
+        pairs: o.get("pairs")?,
+        dataset: dataset_options(options)?,
+    };
+    frames(py, threads(options)?, || {
+        app::headstats(&inp, &opts, &out, &app::Quiet)
+    })
+}
+
+#[pyfunction]
+fn similarity(
+    py: Python<'_>,
+    input: &Bound<'_, PyDict>,
+    options: &Bound<'_, PyDict>,
+    output: &Bound<'_, PyDict>,
+) -> PyResult<Option<ArrowStream>> {
+    let o = Options(options);
+    let (inp, out) = (input_options(input)?, output_options(output)?);
+    let opts = app::SimilarityOptions {
+        attributions: o.path("attributions")?.unwrap_or_default(),
+        percentile: o.or("percentile", 95.0)?,
+        overlap: o.get("overlap")?,
+        example_ids: o.path("example_ids")?,
+    };
+    frames(py, threads(options)?, || {
+        app::similarity(&inp, &opts, &out, &app::Quiet)
+    })
+}
+
+#[pyfunction]
+fn rollout(
+    py: Python<'_>,
+    input: &Bound<'_, PyDict>,
+    options: &Bound<'_, PyDict>,
+    output: &Bound<'_, PyDict>,
+) -> PyResult<Option<ArrowStream>> {
+    let o = Options(options);
+    let (inp, out) = (input_options(input)?, output_options(output)?);
+    let opts = app::RolloutOptions {
+        fuse: [app::Fuse::Mean, app::Fuse::Max, app::Fuse::Min]
+            [o.choice("fuse", &["mean", "max", "min"], 0)?],
+        k: o.or("k", 10)?,
+        all: o.or("all", false)?,
+        relevance: o.get("relevance")?,
+    };
+    frames(py, threads(options)?, || {
+        app::rollout(&inp, &opts, &out, &app::Quiet)
+    })
+}
+
+#[pyfunction]
+fn compare(
+    py: Python<'_>,
+    input: &Bound<'_, PyDict>,
+    options: &Bound<'_, PyDict>,
+    output: &Bound<'_, PyDict>,
+) -> PyResult<Option<ArrowStream>> {
+    let o = Options(options);
+    let (inp, out) = (input_options(input)?, output_options(output)?);
+    let opts = app::CompareOptions {
+        attn_b: o.path("attn_b")?.unwrap_or_default(),
+        channels_a: o.or("channels_a", Vec::new())?,
+        channels_b: o.get("channels_b")?,
+        block: o.or("block", 0)?,
+        blocks: o.get("blocks")?,
+        plot: o.get("plot")?,
+        layer: o.get("layer")?,
+        head: o.get("head")?,
+        figure: figure_style(options)?,
+    };
+    frames(py, threads(options)?, || app::compare(&inp, &opts, &out))
+}
+
+#[pyfunction]
+fn cluster(
+    py: Python<'_>,
+    input: &Bound<'_, PyDict>,
+    options: &Bound<'_, PyDict>,
+    output: &Bound<'_, PyDict>,
+) -> PyResult<Option<ArrowStream>> {
+    let o = Options(options);
+    let (inp, out) = (input_options(input)?, output_options(output)?);
+    let defaults = app::ClusterOptions::default();
+    let opts = app::ClusterOptions {
+        layer: o.or("layer", 0)?,
+        head: o.or("head", 0)?,
+        k_range: o.or("k_range", defaults.k_range)?,
+        rows: [
+            app::ClusterRows::All,
+            app::ClusterRows::Even,
+            app::ClusterRows::Odd,
+            app::ClusterRows::Both,
+        ][o.choice("rows", &["all", "even", "odd", "both"], 0)?],
+        scores: o.get("scores")?,
+        seed: o.or("seed", 0)?,
+        n_init: o.or("n_init", defaults.n_init)?,
+        features: o.path("features")?,
+        coefs: o.get("coefs")?,
+        svm_c: o.or("svm_c", defaults.svm_c)?,
+        plot: o.get("plot")?,
+        figure: figure_style(options)?,
+    };
+    frames(py, threads(options)?, || {
+        app::cluster(&inp, &opts, &out, &app::Quiet)
+    })
+}
+
+#[pyfunction]
+fn melt(
+    py: Python<'_>,
+    options: &Bound<'_, PyDict>,
+    output: &Bound<'_, PyDict>,
+) -> PyResult<Option<ArrowStream>> {
+    let o = Options(options);
+    let out = output_options(output)?;
+    let opts = app::MeltOptions {
+        attn: o.path("attn")?.unwrap_or_default(),
+        attn_key: o.get("attn_key")?,
+        axes: o.or("axes", Vec::new())?,
+        tokens: o.path("tokens")?,
+    };
+    frames(py, threads(options)?, || {
+        app::melt(&opts, &out, &app::Quiet)
+    })
+}
+
+#[pyfunction]
+fn plot(py: Python<'_>, input: &Bound<'_, PyDict>, options: &Bound<'_, PyDict>) -> PyResult<()> {
+    let o = Options(options);
+    let inp = input_options(input)?;
+    let opts = app::PlotOptions {
+        output: o.or("out", String::new())?,
+        layer: o.get("layer")?,
+        head: o.get("head")?,
+        grid: o.or("grid", false)?,
+        shared_scale: o.or("shared_scale", false)?,
+        figure: figure_style(options)?,
+        channels: o.get("channels")?,
+        block: o.get("block")?,
+        text: o.or("text", false)?,
+    };
+    written(py, threads(options)?, || {
+        app::plot(&inp, &opts, &app::Quiet)
+    })
+}
+
+#[pyfunction]
+fn view(py: Python<'_>, input: &Bound<'_, PyDict>, options: &Bound<'_, PyDict>) -> PyResult<()> {
+    let o = Options(options);
+    let inp = input_options(input)?;
+    let defaults = app::ViewOptions::default();
+    let opts = app::ViewOptions {
+        output: o.or("out", String::new())?,
+        k: o.or("k", defaults.k)?,
+        colormap: COLORMAPS[o.choice("colormap", &COLORMAP_NAMES, 0)?],
+        thumbnail: o.or("thumbnail", defaults.thumbnail)?,
+        max_detail: o.or("max_detail", defaults.max_detail)?,
+        detail_kib: o.or("detail_kib", defaults.detail_kib)?,
+        title: o.get("title")?,
+    };
+    written(py, threads(options)?, || {
+        app::view(&inp, &opts, &app::Quiet)
+    })
+}
+
+#[pyfunction]
+fn dense(py: Python<'_>, input: &Bound<'_, PyDict>, options: &Bound<'_, PyDict>) -> PyResult<()> {
+    let o = Options(options);
+    let inp = input_options(input)?;
+    let out: String = o.or("out", String::new())?;
+    written(py, threads(options)?, || {
+        app::dense(&inp, &out, &app::Quiet)
+    })
+}
+
+/// The summaries as JSON text (the package parses it into dicts).
+#[pyfunction]
+fn inspect(py: Python<'_>, options: &Bound<'_, PyDict>) -> PyResult<String> {
+    let o = Options(options);
+    let opts = app::InspectOptions {
+        files: o
+            .or("files", Vec::<String>::new())?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
+        attn_key: o.get("attn_key")?,
+        layout: o.get("layout")?,
+    };
+    let summaries = py.detach(|| app::inspect(&opts)).map_err(raise)?;
+    serde_json::to_string(&summaries).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(run, m)?)?;
+    m.add_function(wrap_pyfunction!(topk, m)?)?;
+    m.add_function(wrap_pyfunction!(received, m)?)?;
+    m.add_function(wrap_pyfunction!(headstats, m)?)?;
+    m.add_function(wrap_pyfunction!(similarity, m)?)?;
+    m.add_function(wrap_pyfunction!(rollout, m)?)?;
+    m.add_function(wrap_pyfunction!(compare, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster, m)?)?;
+    m.add_function(wrap_pyfunction!(melt, m)?)?;
+    m.add_function(wrap_pyfunction!(plot, m)?)?;
+    m.add_function(wrap_pyfunction!(view, m)?)?;
+    m.add_function(wrap_pyfunction!(dense, m)?)?;
+    m.add_function(wrap_pyfunction!(inspect, m)?)?;
     m.add_class::<ArrowStream>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -76,13 +76,21 @@ def test_pytorch_files_and_per_layer_arrays_are_inputs(tmp_path):
         af.topk(TORCH / "bad_class.pt")
 
 
-def test_errors_carry_the_cli_message():
+def test_errors_name_the_python_parameter():
     with pytest.raises(OSError, match="no such file"):
         af.topk("/no/such/file.npy")
-    with pytest.raises(ValueError, match="-k"):
+    with pytest.raises(ValueError, match="^k must be at least 1$"):
         af.topk(ATTN, k=0)
-    with pytest.raises(ValueError, match="unexpected argument '--nonsense'"):
+    with pytest.raises(TypeError, match="topk\\(\\) got an unexpected keyword argument 'nonsense'"):
         af.topk(ATTN, nonsense=1)
+    with pytest.raises(TypeError, match="^k: "):
+        af.topk(ATTN, k="five")
+    with pytest.raises(ValueError, match="^normalize: expected one of 'none', 'minmax'; got 'z'$"):
+        af.received(ATTN, normalize="z")
+    with pytest.raises(ValueError, match="^percentile 120 is not within 0..100$"):
+        af.similarity(ATTN, attributions=FIX / "attributions.npy", percentile=120)
+    with pytest.raises(ValueError, match="^<attention_mask array>: the mask keeps no position of batch row 0; HF.s attention_mask \\(attention_mask\\)"):
+        af.topk(ATTN, attention_mask=np.zeros((3, 20), dtype=np.int64))
     with pytest.raises(ValueError, match="<attn array>"):
         af.topk(np.zeros((2, 3), dtype=np.int32))
 
@@ -130,7 +138,7 @@ def test_dask_local_cluster_writes_one_dataset(tmp_path):
 
     def shard(i):
         af.topk(glob, tokens_dir=str(tmp_path / "tokens"), k=3, out=out,
-                partition_by=["layer"], shard=(i, n), threads=1, quiet=True)
+                partition_by=["layer"], shard=(i, n), threads=1)
         return i
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -142,3 +150,28 @@ def test_dask_local_cluster_writes_one_dataset(tmp_path):
     assert dataset_rows(tmp_path / "dask") == dataset_rows(tmp_path / "single")
     parts = pq.ParquetDataset(str(tmp_path / "dask")).files
     assert len(parts) == 2 * n  # one part per layer per shard
+
+
+def test_signatures_docstrings_and_the_stub():
+    import inspect
+
+    sig = inspect.signature(af.topk)
+    assert list(sig.parameters)[:4] == ["attn", "k", "all", "nonzero"]
+    assert sig.parameters["k"].default == 10 and sig.parameters["k"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert "attention_mask : str | os.PathLike[str] | numpy.ndarray | None" in af.topk.__doc__
+    assert "Raises" in af.received.__doc__ and "OSError" in af.received.__doc__
+    package = Path(af.__file__).parent
+    assert (package / "py.typed").exists()
+    assert (package / "__init__.pyi").read_text() == af._stub() + "\n"
+
+
+def test_arrays_in_place_and_token_lists_in_metadata(tmp_path):
+    a = np.load(ATTN)
+    out = tmp_path / "t.parquet"
+    af.topk(a, tokens=json.loads(TOKENS.read_text()), k=2, out=out)
+    meta = json.loads(pq.read_metadata(out).metadata[b"attnframes"])
+    assert meta["inputs"]["attn"] == "<attn array>" and meta["inputs"]["tokens"] == "<tokens list>"
+    # A view that is not C-contiguous is made contiguous first; float16 is read as is.
+    same(af.topk(a[:, :, ::2], k=2), af.topk(np.ascontiguousarray(a[:, :, ::2]), k=2))
+    same(af.topk(np.load(FIX / "attentions_f16.npy"), k=2),
+         cli(tmp_path, "topk", "--attn", FIX / "attentions_f16.npy", "-k", 2))

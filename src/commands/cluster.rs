@@ -1,203 +1,34 @@
-//! `cluster`: KMeans on the rows of one head, k by silhouette; the SVM from input features to
-//! clusters; the composite figure.
+use attnframes_app as app;
 
-use std::collections::HashMap;
-use std::io::Write;
+use crate::cli::{ClusterArgs, RowsArg};
+use crate::convert;
+use crate::progress::Bar;
 
-use clustering::{
-    cluster_head, coefficient_frame, label_frame, parity_quadrants, score_frame, svm_coefficients,
-    ClusterOptions, Clustering, Features, HeadRows, RowSet,
-};
-use figures::{ClusterFigure, ImageFormat, Matrix, RowStrip, SilhouetteCurve};
-use frame_sink::AtomicOutput;
-use ingest::{RowSource, SlabBuffer, SlabId};
-use polars::prelude::DataFrame;
-use serde_json::json;
-
-use super::plot::{colormap, figure_options};
-use super::{
-    metadata, open_extra_sink, open_input, open_sink, selection_options, token_dictionary,
-    write_frames, Input,
-};
-use crate::cli::{ClusterArgs, ColormapArg, InputArgs, RowsArg};
-use crate::CliError;
-
-/// The frames of one call, every row set's appended.
-#[derive(Default)]
-struct Outputs {
-    labels: Vec<DataFrame>,
-    scores: Vec<DataFrame>,
-    coefs: Vec<DataFrame>,
-    figure: Option<Vec<u8>>,
-}
-
-pub fn cluster(a: &ClusterArgs) -> Result<(), CliError> {
-    super::no_words(&a.input, "cluster")?;
-    let (k_min, k_max) = parse_k_range(&a.k_range)?;
-    let plot_format = a
-        .plot
-        .as_deref()
-        .map(|p| {
-            ImageFormat::from_path(p)
-                .ok_or_else(|| CliError::usage(format!("--plot {p}: expected .png or .svg")))
-        })
-        .transpose()?;
-    let labels_sink = open_sink(&a.output)?;
-    let scores_sink = open_extra_sink(&a.scores, &a.output)?;
-    let coefs_sink = open_extra_sink(&a.coefs, &a.output)?;
-    let plot_out = a.plot.as_deref().map(AtomicOutput::create).transpose()?;
-    let input_args = InputArgs {
-        layers: Some(a.layer.to_string()),
-        heads: Some(a.head.to_string()),
-        batch: Some(a.input.batch.clone().unwrap_or_else(|| "0".into())),
-        ..a.input.clone()
-    };
-    let input = open_input(&input_args)?;
-    let outputs = match &input {
-        Input::Dense(src) => cluster_on(a, src, &input_args, plot_format, k_min, k_max)?,
-        Input::Longformer(src) => cluster_on(a, src, &input_args, plot_format, k_min, k_max)?,
-    };
-    let mut options = selection_options(&input_args);
-    options["k_range"] = json!(a.k_range);
-    options["rows"] = json!(format!("{:?}", a.rows).to_lowercase());
-    options["seed"] = json!(a.seed);
-    options["n_init"] = json!(a.n_init);
-    options["features"] = json!(a.features.as_ref().map(|p| p.display().to_string()));
-    options["svm_c"] = json!(a.svm_c);
-    let meta = metadata("cluster", &input_args, &input, options);
-    if let (Some(mut out), Some(bytes)) = (plot_out, &outputs.figure) {
-        out.write_all(bytes)
-            .map_err(|e| CliError::from(out.error(e)))?;
-        out.commit()?;
-    }
-    for (sink, frames) in [(scores_sink, &outputs.scores), (coefs_sink, &outputs.coefs)] {
-        if let Some(sink) = sink {
-            write_frames(sink, &meta, frames)?;
-        }
-    }
-    write_frames(labels_sink, &meta, &outputs.labels)
-}
-
-fn cluster_on(
-    a: &ClusterArgs,
-    src: &impl RowSource,
-    input: &InputArgs,
-    plot_format: Option<ImageFormat>,
-    k_min: usize,
-    k_max: usize,
-) -> Result<Outputs, CliError> {
-    let id: SlabId = src.slabs()[0];
-    let dims = src.dims();
-    let features = a
-        .features
-        .as_deref()
-        .map(|p| Features::open(p, dims.batch, dims.queries))
-        .transpose()?;
-    let opts = ClusterOptions {
-        k_min,
-        k_max,
+pub fn run(a: &ClusterArgs, bar: &Bar) -> app::Result<()> {
+    let options = app::ClusterOptions {
+        layer: a.layer,
+        head: a.head,
+        k_range: a.k_range.clone(),
+        rows: match a.rows {
+            RowsArg::All => app::ClusterRows::All,
+            RowsArg::Even => app::ClusterRows::Even,
+            RowsArg::Odd => app::ClusterRows::Odd,
+            RowsArg::Both => app::ClusterRows::Both,
+        },
+        scores: a.scores.clone(),
         seed: a.seed,
-        n_init: a.n_init as usize,
-        ..Default::default()
+        n_init: a.n_init,
+        features: a.features.clone(),
+        coefs: a.coefs.clone(),
+        svm_c: a.svm_c,
+        plot: a.plot.clone(),
+        figure: convert::figure(&a.figure),
     };
-    let sets = match a.rows {
-        RowsArg::All => vec![RowSet::All],
-        RowsArg::Even => vec![RowSet::Even],
-        RowsArg::Odd => vec![RowSet::Odd],
-        RowsArg::Both => vec![RowSet::Even, RowSet::Odd],
-    };
-    let tokens = token_dictionary(src)?;
-    let mut out = Outputs::default();
-    let mut clustered = Vec::new();
-    for rows in sets {
-        let head_rows = HeadRows::read(src, input.attn(), id, rows)?;
-        let result = cluster_head(&head_rows, &opts)?;
-        out.labels
-            .push(label_frame(&head_rows, &result, tokens.as_ref())?);
-        out.scores.push(score_frame(rows, &result)?);
-        if let (Some(f), true) = (&features, a.coefs.is_some()) {
-            let x = f.rows(id.batch, &head_rows.positions);
-            let coefs = svm_coefficients(x.view(), &result.labels, a.svm_c)?;
-            out.coefs.push(coefficient_frame(&head_rows, &coefs)?);
-        }
-        clustered.push((head_rows, result));
-    }
-    if let Some(format) = plot_format {
-        let figure = composite(a, src, id, &clustered, features.as_ref())?;
-        let opts = figure_options(&a.figure)?;
-        out.figure = Some(figures::render_cluster_figure(&figure, &opts, format)?);
-    }
-    Ok(out)
-}
-
-/// The composite's data: silhouette curves, quadrants in cluster order, per-row strips.
-fn composite(
-    a: &ClusterArgs,
-    src: &impl RowSource,
-    id: SlabId,
-    clustered: &[(HeadRows, Clustering)],
-    features: Option<&Features>,
-) -> Result<ClusterFigure, CliError> {
-    let cluster_of: HashMap<u32, u32> = clustered
-        .iter()
-        .flat_map(|(rows, result)| {
-            rows.positions
-                .iter()
-                .copied()
-                .zip(result.labels.iter().copied())
-        })
-        .collect();
-    let values = src.valid_matrix(id, &mut SlabBuffer::default())?;
-    let quadrants = parity_quadrants(
-        &values,
-        src.valid_queries(id.batch),
-        src.valid_keys(id.batch),
-        &|p| cluster_of.get(&p).copied(),
-    );
-    let strip = |q: &clustering::Quadrant| RowStrip {
-        clusters: q.rows.iter().map(|p| cluster_of.get(p).copied()).collect(),
-        features: features.map(|f| {
-            f.rows(id.batch, &q.rows)
-                .rows()
-                .into_iter()
-                .map(|r| r.to_vec())
-                .collect()
-        }),
-    };
-    let strips = [strip(&quadrants[0]), strip(&quadrants[2])];
-    let curves = clustered
-        .iter()
-        .map(|(rows, result)| SilhouetteCurve {
-            name: format!("{} rows", rows.rows.name()),
-            points: result.scores.iter().map(|s| (s.k, s.silhouette)).collect(),
-            chosen: result.chosen_k(),
-        })
-        .collect();
-    Ok(ClusterFigure {
-        title: format!("layer {}, head {}, batch {}", id.layer, id.head, id.batch),
-        curves,
-        quadrants: quadrants.map(|q| Matrix {
-            rows: q.rows.len(),
-            cols: q.cols.len(),
-            values: q.values,
-        }),
-        strips,
-        colormap: colormap(a.figure.colormap.unwrap_or(ColormapArg::Purples)),
-    })
-}
-
-/// `a-b` with 2 ≤ a ≤ b (or a single k).
-fn parse_k_range(spec: &str) -> Result<(usize, usize), CliError> {
-    let bad = || {
-        CliError::usage(format!(
-            "--k-range {spec}: expected a range such as 2-9, from 2 up"
-        ))
-    };
-    let (lo, hi) = spec.split_once('-').unwrap_or((spec, spec));
-    let lo: usize = lo.trim().parse().map_err(|_| bad())?;
-    let hi: usize = hi.trim().parse().map_err(|_| bad())?;
-    if lo < 2 || hi < lo {
-        return Err(bad());
-    }
-    Ok((lo, hi))
+    app::cluster(
+        &convert::input(&a.input),
+        &options,
+        &convert::output(&a.output),
+        bar,
+    )
+    .map(drop)
 }

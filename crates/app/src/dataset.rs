@@ -4,18 +4,17 @@
 
 use std::path::{Path, PathBuf};
 
-use frame_sink::{
-    adopt_dictionaries, with_private_dictionaries, DatasetOptions, DatasetSink, FrameSink,
-    LabelColumn, Shard,
-};
+use frame_sink::{adopt_dictionaries, with_private_dictionaries, DatasetSink, LabelColumn, Shard};
 use ingest::{Dims, IngestError};
 use polars::prelude::*;
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
-use super::{input_paths, metadata_json, open_sink, path_str, progress_bar, sink_options};
-use crate::cli::{DatasetArgs, ExampleIdArg, InputArgs, OutputArgs};
-use crate::CliError;
+use crate::error::{Error, Result};
+use crate::metadata::{input_paths, metadata_json, path_str};
+use crate::options::{DatasetOptions, Destination, ExampleIdFrom, InputOptions, OutputOptions};
+use crate::output::{sink_options, Frames, MainOutput};
+use crate::progress::Progress;
 
 /// The frames of one input file, in order, the frame's schema when it has no rows, and the
 /// file's dimensions.
@@ -34,19 +33,22 @@ struct ExampleFile {
 /// A command run over many files.
 pub(crate) struct DatasetRun<'a> {
     pub command: &'static str,
-    pub input: &'a InputArgs,
-    pub output: &'a OutputArgs,
-    pub dataset: &'a DatasetArgs,
+    pub input: &'a InputOptions,
+    pub output: &'a OutputOptions,
+    pub dataset: &'a DatasetOptions,
     pub options: Value,
-    pub show_progress: bool,
 }
 
-/// True when the command line asks for a dataset run: several inputs or a glob, a directory
+/// True when the options ask for a dataset run: several inputs or a glob, a directory
 /// output, or an option only a dataset has.
-pub(crate) fn is_dataset_run(input: &InputArgs, output: &OutputArgs, d: &DatasetArgs) -> bool {
+pub(crate) fn is_dataset_run(
+    input: &InputOptions,
+    output: &OutputOptions,
+    d: &DatasetOptions,
+) -> bool {
     input.attn.len() > 1
-        || input.attn.iter().any(|p| is_glob(p))
-        || is_directory_output(&output.output)
+        || (input.attn_array.is_none() && input.attn.iter().any(|p| is_glob(p)))
+        || directory_output(output).is_some()
         || d.tokens_dir.is_some()
         || d.shard.is_some()
         || !d.partition_by.is_empty()
@@ -56,19 +58,23 @@ fn is_glob(p: &Path) -> bool {
     p.to_string_lossy().contains(['*', '?', '['])
 }
 
-fn is_directory_output(out: &str) -> bool {
-    out.ends_with('/') || Path::new(out).is_dir()
+/// The dataset directory `output` names (a trailing `/`, or a directory that exists).
+fn directory_output(output: &OutputOptions) -> Option<&str> {
+    match &output.destination {
+        Destination::Path(out) if out.ends_with('/') || Path::new(out).is_dir() => Some(out),
+        _ => None,
+    }
 }
 
 enum Output {
-    File(FrameSink),
+    File(MainOutput),
     Dataset(DatasetSink),
 }
 
 impl Output {
-    fn write(&mut self, df: &DataFrame) -> Result<(), CliError> {
+    fn write(&mut self, df: &DataFrame) -> Result<()> {
         match self {
-            Output::File(s) => s.write(df)?,
+            Output::File(s) => s.sink.write(df)?,
             Output::Dataset(s) => s.write(df)?,
         }
         Ok(())
@@ -80,14 +86,20 @@ impl Output {
 /// frames, each with its `example_id`, in list order whatever the number of threads.
 pub(crate) fn run(
     r: DatasetRun<'_>,
-    frames_of: impl Fn(&InputArgs, &mut Vec<DataFrame>) -> Result<(DataFrame, Dims), CliError> + Sync,
-) -> Result<(), CliError> {
+    progress: &dyn Progress,
+    frames_of: impl Fn(&InputOptions, &mut Vec<DataFrame>) -> Result<(DataFrame, Dims)> + Sync,
+) -> Result<Frames> {
     if r.input.longformer() {
-        return Err(CliError::usage(
+        return Err(Error::usage(
             "--global-attn/--sliding-window: a Longformer input is one file (pair); run it file by file",
         ));
     }
-    let per_file = |args: &InputArgs| {
+    if r.input.attn_array.is_some() {
+        return Err(Error::usage(
+            "a dataset reads files: give attention paths, not an array",
+        ));
+    }
+    let per_file = |args: &InputOptions| {
         let mut frames = Vec::new();
         let (empty, dims) = frames_of(args, &mut frames)?;
         Ok(FileFrames {
@@ -98,20 +110,20 @@ pub(crate) fn run(
     };
     let d = r.dataset;
     let shard = d.shard.as_deref().map(Shard::parse).transpose()?;
-    let to_directory = is_directory_output(&r.output.output);
-    if !to_directory && (shard.is_some() || !d.partition_by.is_empty()) {
-        return Err(CliError::usage(
+    let to_directory = directory_output(r.output);
+    if to_directory.is_none() && (shard.is_some() || !d.partition_by.is_empty()) {
+        return Err(Error::usage(
             "--partition-by and --shard write a dataset: give a directory, -o DIR/",
         ));
     }
     let files = example_files(&r.input.attn, d.example_id_from)?;
     let meta = metadata(&r, files.len(), shard);
-    let mut out = if to_directory {
+    let mut out = if let Some(dir) = to_directory {
         let mut sink = sink_options(r.output);
         sink.metadata_json = meta;
         Output::Dataset(DatasetSink::create(
-            Path::new(&r.output.output),
-            DatasetOptions {
+            Path::new(dir),
+            frame_sink::DatasetOptions {
                 partition_by: d.partition_by.clone(),
                 max_rows_per_file: d.max_rows_per_file,
                 shard,
@@ -119,61 +131,70 @@ pub(crate) fn run(
             },
         )?)
     } else {
-        let mut sink = open_sink(r.output)?;
-        sink.set_metadata(meta);
-        Output::File(sink)
+        let mut main = MainOutput::open(r.output)?;
+        main.sink.set_metadata(meta);
+        Output::File(main)
     };
     let mine = &files[shard.map_or(0..files.len(), |s| s.range(files.len()))];
-    let bar = progress_bar(r.show_progress, mine.len() as u64, "files");
+    progress.start(mine.len() as u64, "files");
     let mut written = Written {
         rows: 0,
+        files: 0,
         empty: None,
     };
     // A window of files at a time: every core busy, a bounded number of files' frames held.
     // The frames of one window are written while the next window is analysed.
     let window = 2 * rayon::current_num_threads();
-    let mut ready: Vec<(&ExampleFile, Result<FileFrames, CliError>)> = Vec::new();
+    let mut ready: Vec<(&ExampleFile, Result<FileFrames>)> = Vec::new();
     for chunk in mine.chunks(window) {
         let (results, wrote) = rayon::join(
-            || -> Vec<Result<FileFrames, CliError>> {
+            || -> Vec<Result<FileFrames>> {
                 chunk
                     .par_iter()
                     .map(|f| with_private_dictionaries(|| per_file(&file_input(r.input, d, f)?)))
                     .collect()
             },
-            || write_window(std::mem::take(&mut ready), &mut out, &mut written, d, &bar),
+            || {
+                write_window(
+                    std::mem::take(&mut ready),
+                    &mut out,
+                    &mut written,
+                    d,
+                    progress,
+                )
+            },
         );
         wrote?;
         ready = chunk.iter().zip(results).collect();
     }
-    write_window(ready, &mut out, &mut written, d, &bar)?;
+    write_window(ready, &mut out, &mut written, d, progress)?;
     let empty = written.empty.unwrap_or_default();
-    match out {
-        Output::File(s) => {
-            s.finish(&empty)?;
-        }
+    let frames = match out {
+        Output::File(s) => s.finish(&empty)?,
         Output::Dataset(s) => {
             s.finish(&empty)?;
+            Frames::default()
         }
-    }
-    bar.finish_and_clear();
-    Ok(())
+    };
+    progress.finish();
+    Ok(frames)
 }
 
 /// What has been written so far: rows, and the first file's schema.
 struct Written {
     rows: u64,
+    files: u64,
     empty: Option<DataFrame>,
 }
 
 /// Writes the frames of a window of files, in list order, each with its `example_id`.
 fn write_window(
-    ready: Vec<(&ExampleFile, Result<FileFrames, CliError>)>,
+    ready: Vec<(&ExampleFile, Result<FileFrames>)>,
     out: &mut Output,
     written: &mut Written,
-    d: &DatasetArgs,
-    bar: &indicatif::ProgressBar,
-) -> Result<(), CliError> {
+    d: &DatasetOptions,
+    progress: &dyn Progress,
+) -> Result<()> {
     for (file, result) in ready {
         let frames = result?;
         if written.empty.is_none() {
@@ -188,18 +209,19 @@ fn write_window(
             let df = adopt_dictionaries(df)?;
             out.write(&with_example_id(df, &file.id, frames.dims.batch)?)?;
         }
-        bar.inc(1);
-        bar.set_message(format!("{} rows", written.rows));
+        written.files += 1;
+        progress.set(written.files);
+        progress.message(&format!("{} rows", written.rows));
     }
     Ok(())
 }
 
 /// The input list: each `--attn` value, a glob expanded in sorted order.
-fn example_files(attn: &[PathBuf], from: ExampleIdArg) -> Result<Vec<ExampleFile>, CliError> {
+fn example_files(attn: &[PathBuf], from: ExampleIdFrom) -> Result<Vec<ExampleFile>> {
     let mut paths = Vec::new();
     for p in attn {
         if p.as_os_str() == "-" {
-            return Err(CliError::usage(
+            return Err(Error::usage(
                 "--attn -: standard input is one file; a dataset reads files",
             ));
         }
@@ -209,7 +231,7 @@ fn example_files(attn: &[PathBuf], from: ExampleIdArg) -> Result<Vec<ExampleFile
         }
         let pattern = p.to_string_lossy();
         let matches: Vec<PathBuf> = glob::glob(&pattern)
-            .map_err(|e| CliError::usage(format!("--attn {pattern}: {e}")))?
+            .map_err(|e| Error::usage(format!("--attn {pattern}: {e}")))?
             .filter_map(Result::ok)
             .filter(|m| m.is_file())
             .collect();
@@ -223,17 +245,17 @@ fn example_files(attn: &[PathBuf], from: ExampleIdArg) -> Result<Vec<ExampleFile
         .enumerate()
         .map(|(i, path)| {
             let id = match from {
-                ExampleIdArg::Index => i.to_string(),
-                ExampleIdArg::Stem => stem(&path),
+                ExampleIdFrom::Index => i.to_string(),
+                ExampleIdFrom::Stem => stem(&path),
             };
             ExampleFile { path, id }
         })
         .collect();
-    if from == ExampleIdArg::Stem {
+    if from == ExampleIdFrom::Stem {
         let mut seen = std::collections::HashMap::new();
         for f in &files {
             if let Some(other) = seen.insert(f.id.as_str(), &f.path) {
-                return Err(CliError::usage(format!(
+                return Err(Error::usage(format!(
                     "{} and {} have the same stem {}: use --example-id-from index",
                     other.display(),
                     f.path.display(),
@@ -255,8 +277,8 @@ fn stem(path: &Path) -> String {
 }
 
 /// The one-file input of `f`: its tensor and, with --tokens-dir, its tokens.
-fn file_input(a: &InputArgs, d: &DatasetArgs, f: &ExampleFile) -> Result<InputArgs, CliError> {
-    let mut args = InputArgs {
+fn file_input(a: &InputOptions, d: &DatasetOptions, f: &ExampleFile) -> Result<InputOptions> {
+    let mut args = InputOptions {
         attn: vec![f.path.clone()],
         ..a.clone()
     };
@@ -295,7 +317,7 @@ fn file_input(a: &InputArgs, d: &DatasetArgs, f: &ExampleFile) -> Result<InputAr
 
 /// `example_id` as the first column: the id, or `id:batch` when the file holds several batch
 /// rows.
-fn with_example_id(mut df: DataFrame, id: &str, batch_rows: usize) -> Result<DataFrame, CliError> {
+fn with_example_id(mut df: DataFrame, id: &str, batch_rows: usize) -> Result<DataFrame> {
     let column = if batch_rows > 1 {
         let labels: Vec<String> = (0..batch_rows).map(|b| format!("{id}:{b}")).collect();
         let batch: Vec<u32> = df.column("batch")?.u32()?.into_no_null_iter().collect();
