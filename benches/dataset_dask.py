@@ -14,7 +14,7 @@ import attnframes as af
 
 def shard(data, out, i, n):
     af.topk(f"{data}/attn/*.npy", tokens_dir=f"{data}/tokens", k=10, out=out,
-            partition_by=["layer"], shard=(i, n), threads=1, quiet=True)
+            partition_by=["layer"], shard=(i, n), threads=1)
     return i
 
 
