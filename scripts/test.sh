@@ -9,8 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
 
-# The whole workspace at once: the Python extension then shares every compiled crate (its
-# proc macros need more syn features, and a build of the CLI alone would differ).
+# Every build here (and the README's `cargo run --release -- topk ...`) compiles the
+# dependencies with one feature set, which crates/workspace-hack pins, so each step reuses the
+# dependencies the previous one compiled.
 cargo build --release --locked --workspace
 cargo test --release --locked --workspace
 

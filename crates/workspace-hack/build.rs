@@ -1,0 +1,2 @@
+//! Empty: its presence makes Cargo build the `[build-dependencies]` (host features).
+fn main() {}
