@@ -9,9 +9,9 @@ types, defaults and units.
 a C-contiguous float16/32/64 numpy array (``torch.stack(outputs.attentions).numpy()``, with
 ``layout=`` when it is not LBHQK) is read in place, never copied; other arrays are made
 C-contiguous first. ``tokens`` may be a list of strings (one for every batch row) or a list
-of lists (one per batch row). Small auxiliary arrays (``attention_mask``, ``head_importance``,
-``input_ids``, ``attributions``, ``features``, ``attn_b``) are handed over as in-memory
-``.npy`` files.
+of lists (one per batch row). The other arrays (``attention_mask``, ``padding_mask``,
+``head_importance``, ``input_ids``, ``attributions``, ``features``, ``attn_b``) are read in place
+the same way.
 
 Without ``out`` the result comes back as a ``polars.DataFrame`` (or a ``pyarrow.Table`` with
 ``as_arrow=True``), handed over through the Arrow C stream interface without copying. With
@@ -50,15 +50,15 @@ class _Param:
         self.group, self.convert = group, convert
 
 
-def _path(value, _files):
+def _path(value):
     return _os.fspath(value)
 
 
-def _array_or_path(value, files):
-    return files.array(value) if _is_array(value) else _os.fspath(value)
+def _array_or_path(value):
+    return _array(value) if _is_array(value) else _os.fspath(value)
 
 
-def _selection(value, _files):
+def _selection(value):
     if isinstance(value, int):
         return str(value)
     if isinstance(value, (list, tuple, range)):
@@ -66,23 +66,23 @@ def _selection(value, _files):
     return str(value)
 
 
-def _strings(value, _files):
+def _strings(value):
     return [value] if isinstance(value, str) else [str(v) for v in value]
 
 
-def _channel_list(value, _files):
+def _channel_list(value):
     if isinstance(value, str):
         return [c.strip() for c in value.split(",") if c.strip()]
     return [str(c) for c in value]
 
 
-def _axes(value, _files):
+def _axes(value):
     if isinstance(value, str):
         return [a.strip() for a in value.split(",")] if value.strip() else []
     return [str(a) for a in value]
 
 
-def _shard(value, _files):
+def _shard(value):
     if isinstance(value, (list, tuple)):
         i, n = value
         return f"{int(i)}/{int(n)}"
@@ -248,45 +248,20 @@ def _is_array(value):
     return hasattr(value, "__array__") and not isinstance(value, (str, bytes, _os.PathLike))
 
 
-class _Files:
-    """In-memory .npy files for small auxiliary arrays, closed when the call returns."""
+def _array(value):
+    """An array as the native module reads it in place: the C-contiguous ndarray (a view of
+    ``value`` when it already is one, else a contiguous copy), its address, size, dtype, shape."""
+    import numpy as np
 
-    def __init__(self):
-        self._fds = []
-        self.names = {}
-
-    def array(self, value):
-        import numpy as np
-
-        arr = np.ascontiguousarray(value)
-        if hasattr(_os, "memfd_create"):
-            fd = _os.memfd_create("attnframes-array")
-            path = f"/proc/self/fd/{fd}"
-        else:  # not Linux: a temporary file
-            import tempfile
-
-            fd, path = tempfile.mkstemp(prefix="attnframes-", suffix=".npy")
-        self._fds.append((fd, None if path.startswith("/proc/") else path))
-        with _os.fdopen(_os.dup(fd), "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-        return path
-
-    def close(self):
-        for fd, path in self._fds:
-            _os.close(fd)
-            if path:
-                _os.unlink(path)
+    arr = np.ascontiguousarray(value)
+    return {"owner": arr, "address": arr.__array_interface__["data"][0], "nbytes": arr.nbytes,
+            "dtype": arr.dtype.str, "shape": list(arr.shape)}
 
 
-def _attn_input(attn, files):
+def _attn_input(attn):
     """The ``attn`` entries of the input dict: paths, or the array read in place."""
     if _is_array(attn):
-        import numpy as np
-
-        arr = np.ascontiguousarray(attn)
-        return {"attn_array": {"owner": arr, "address": arr.__array_interface__["data"][0],
-                               "nbytes": arr.nbytes, "dtype": arr.dtype.str,
-                               "shape": list(arr.shape)}}
+        return {"attn_array": _array(attn)}
     items = attn if isinstance(attn, (list, tuple)) else [attn]
     return {"attn": [_os.fspath(a) for a in items]}
 
@@ -304,10 +279,7 @@ def _tokens(value, group):
 _FLAG = _re.compile(r"(?<![\w/.-])(--[a-z][a-z0-9]*(?:-[a-z0-9]+)*|-[ko](?![\w-]))")
 
 
-def _python_names(message, files):
-    for path, label in files.names.items():
-        message = message.replace(path, label)
-
+def _python_names(message):
     def name(m):
         flag = m.group(1)
         return {"-o": "out", "-k": "k"}.get(flag, flag.lstrip("-").replace("-", "_"))
@@ -316,33 +288,24 @@ def _python_names(message, files):
 
 
 def _run(command, arguments):
-    files = _Files()
     groups = {"input": {}, "options": {}, "output": {}, "python": {}}
+    first = arguments[command.first.name]
+    if command.first.group == "input":
+        groups["input"].update(_attn_input(first))
+    else:
+        groups["options"][command.first.name] = command.first.convert(first)
+    for p in command.params:
+        value = arguments[p.name]
+        if value is None or value is _REQUIRED:
+            continue
+        if p.name == "tokens" and p.group == "input":
+            _tokens(value, groups["input"])
+            continue
+        groups[p.group][p.name] = value if p.convert is None else p.convert(value)
     try:
-        first = arguments[command.first.name]
-        if command.first.group == "input":
-            groups["input"].update(_attn_input(first, files))
-        else:
-            groups["options"][command.first.name] = command.first.convert(first, files)
-        for p in command.params:
-            value = arguments[p.name]
-            if value is None or value is _REQUIRED:
-                continue
-            if p.name == "tokens" and p.group == "input":
-                _tokens(value, groups["input"])
-                continue
-            if p.convert is not None:
-                path_before = value
-                value = p.convert(value, files)
-                if _is_array(path_before):
-                    files.names[value] = f"<{p.name} array>"
-            groups[p.group][p.name] = value
-        try:
-            result = command.call(groups)
-        except (ValueError, OSError, TypeError) as e:
-            raise type(e)(_python_names(str(e), files)) from None
-    finally:
-        files.close()
+        result = command.call(groups)
+    except (ValueError, OSError, TypeError) as e:
+        raise type(e)(_python_names(str(e))) from None
     return _finish(result, groups["python"].get("as_arrow", False))
 
 
@@ -538,7 +501,7 @@ _COMMANDS = [
     _Command("inspect", "Shape, dtype, container, layout, row-sum ranges and NaN/Inf counts of "
              "tensor files.",
              _Param("files", _REQUIRED, f"{_PATH} | Sequence[{_PATH}]", "Tensor files.", "options",
-                    lambda v, f: [_os.fspath(x) for x in (v if isinstance(v, (list, tuple)) else [v])]),
+                    lambda v: [_os.fspath(x) for x in (v if isinstance(v, (list, tuple)) else [v])]),
              [
                  _Param("attn_key", None, "str | None", "Array name inside .npz/.safetensors/.pt."),
                  _Param("layout", None, "str | None", "Axis letters for the row-sum statistics."),

@@ -104,6 +104,18 @@ impl<'py> Options<'_, 'py> {
         Ok(self.get::<String>(key)?.map(PathBuf::from))
     }
 
+    /// A tensor given as a path (a string) or as an array (a dict the package made of it).
+    fn tensor(&self, key: &str) -> PyResult<Option<app::TensorInput>> {
+        match self.0.get_item(key)? {
+            None => Ok(None),
+            Some(v) if v.is_none() => Ok(None),
+            Some(v) => match v.cast::<PyDict>() {
+                Ok(array) => Ok(Some(app::TensorInput::Array(shared_array(array, key)?))),
+                Err(_) => Ok(self.path(key)?.map(app::TensorInput::File)),
+            },
+        }
+    }
+
     /// A string option that must be one of `choices`; returns its index.
     fn choice(&self, key: &str, choices: &[&str], default: usize) -> PyResult<usize> {
         let Some(value) = self.get::<String>(key)? else {
@@ -122,13 +134,13 @@ impl<'py> Options<'_, 'py> {
     }
 }
 
-/// The attention array: the C-contiguous ndarray (`owner`), its data `address` and
+/// An array given for `name`: the C-contiguous ndarray (`owner`), its data `address` and
 /// `nbytes`, numpy dtype string (`<f4`) and shape, as the package reads them off the array.
-fn shared_array(array: &Bound<'_, PyDict>) -> PyResult<app::SharedArray> {
+fn shared_array(array: &Bound<'_, PyDict>, name: &str) -> PyResult<app::SharedArray> {
     let o = Options(array);
     let owner = array
         .get_item("owner")?
-        .ok_or_else(|| PyValueError::new_err("attn: an array without data"))?;
+        .ok_or_else(|| PyValueError::new_err(format!("{name}: an array without data")))?;
     let bytes = ArrayBytes {
         _owner: owner.unbind(),
         address: o.or("address", 0)?,
@@ -136,9 +148,9 @@ fn shared_array(array: &Bound<'_, PyDict>) -> PyResult<app::SharedArray> {
     };
     let dtype: String = o.or("dtype", String::new())?;
     let element = ingest::npy::parse_descr(&dtype)
-        .map_err(|e| PyValueError::new_err(format!("attn: {e}")))?;
+        .map_err(|e| PyValueError::new_err(format!("{name}: {e}")))?;
     Ok(app::SharedArray {
-        name: PathBuf::from("<attn array>"),
+        name: PathBuf::from(format!("<{name} array>")),
         element,
         shape: o.or("shape", Vec::new())?,
         bytes: Arc::new(bytes),
@@ -148,7 +160,7 @@ fn shared_array(array: &Bound<'_, PyDict>) -> PyResult<app::SharedArray> {
 fn input_options(d: &Bound<'_, PyDict>) -> PyResult<app::InputOptions> {
     let o = Options(d);
     let attn_array = match d.get_item("attn_array")? {
-        Some(a) if !a.is_none() => Some(shared_array(a.cast::<PyDict>()?)?),
+        Some(a) if !a.is_none() => Some(shared_array(a.cast::<PyDict>()?, "attn")?),
         _ => None,
     };
     let attn: Vec<String> = o.or("attn", Vec::new())?;
@@ -160,13 +172,13 @@ fn input_options(d: &Bound<'_, PyDict>) -> PyResult<app::InputOptions> {
         attn_array,
         attn_key: o.get("attn_key")?,
         layout: o.get("layout")?,
-        attention_mask: o.path("attention_mask")?,
-        padding_mask: o.path("padding_mask")?,
+        attention_mask: o.tensor("attention_mask")?,
+        padding_mask: o.tensor("padding_mask")?,
         tokens: o.path("tokens")?,
         token_lists: o.get("token_lists")?,
-        input_ids: o.path("input_ids")?,
+        input_ids: o.tensor("input_ids")?,
         vocab: o.path("vocab")?,
-        head_importance: o.path("head_importance")?,
+        head_importance: o.tensor("head_importance")?,
         layers: o.get("layers")?,
         heads: o.get("heads")?,
         batch: o.get("batch")?,
@@ -284,6 +296,24 @@ fn threads(d: &Bound<'_, PyDict>) -> PyResult<Option<usize>> {
     Options(d).get("threads")
 }
 
+/// The signature every frame command of the app layer shares.
+type FrameCommand<O> =
+    fn(&app::InputOptions, &O, &app::OutputOptions, &dyn app::Progress) -> app::Result<app::Frames>;
+
+/// Runs a frame command: its input and output from their dicts, its own options by `parse`.
+fn frame_command<O: Sync>(
+    py: Python<'_>,
+    (input, options, output): (&Bound<'_, PyDict>, &Bound<'_, PyDict>, &Bound<'_, PyDict>),
+    command: FrameCommand<O>,
+    parse: impl FnOnce(&Options<'_, '_>) -> PyResult<O>,
+) -> PyResult<Option<ArrowStream>> {
+    let (inp, out) = (input_options(input)?, output_options(output)?);
+    let opts = parse(&Options(options))?;
+    frames(py, threads(options)?, || {
+        command(&inp, &opts, &out, &app::Quiet)
+    })
+}
+
 #[pyfunction]
 fn topk(
     py: Python<'_>,
@@ -291,16 +321,13 @@ fn topk(
     options: &Bound<'_, PyDict>,
     output: &Bound<'_, PyDict>,
 ) -> PyResult<Option<ArrowStream>> {
-    let o = Options(options);
-    let (inp, out) = (input_options(input)?, output_options(output)?);
-    let opts = app::TopkOptions {
-        k: o.or("k", 10)?,
-        all: o.or("all", false)?,
-        nonzero: o.or("nonzero", false)?,
-        dataset: dataset_options(options)?,
-    };
-    frames(py, threads(options)?, || {
-        app::topk(&inp, &opts, &out, &app::Quiet)
+    frame_command(py, (input, options, output), app::topk, |o| {
+        Ok(app::TopkOptions {
+            k: o.or("k", 10)?,
+            all: o.or("all", false)?,
+            nonzero: o.or("nonzero", false)?,
+            dataset: dataset_options(o.0)?,
+        })
     })
 }
 
@@ -311,22 +338,19 @@ fn received(
     options: &Bound<'_, PyDict>,
     output: &Bound<'_, PyDict>,
 ) -> PyResult<Option<ArrowStream>> {
-    let o = Options(options);
-    let (inp, out) = (input_options(input)?, output_options(output)?);
-    let opts = app::ReceivedOptions {
-        normalize: [app::Normalize::None, app::Normalize::MinMax]
-            [o.choice("normalize", &["none", "minmax"], 0)?],
-        reduce: [
-            app::Reduce::None,
-            app::Reduce::Heads,
-            app::Reduce::Layers,
-            app::Reduce::All,
-        ][o.choice("reduce", &["none", "heads", "layers", "all"], 0)?],
-        k: o.get("k")?,
-        dataset: dataset_options(options)?,
-    };
-    frames(py, threads(options)?, || {
-        app::received(&inp, &opts, &out, &app::Quiet)
+    frame_command(py, (input, options, output), app::received, |o| {
+        Ok(app::ReceivedOptions {
+            normalize: [app::Normalize::None, app::Normalize::MinMax]
+                [o.choice("normalize", &["none", "minmax"], 0)?],
+            reduce: [
+                app::Reduce::None,
+                app::Reduce::Heads,
+                app::Reduce::Layers,
+                app::Reduce::All,
+            ][o.choice("reduce", &["none", "heads", "layers", "all"], 0)?],
+            k: o.get("k")?,
+            dataset: dataset_options(o.0)?,
+        })
     })
 }
 
@@ -337,19 +361,16 @@ fn headstats(
     options: &Bound<'_, PyDict>,
     output: &Bound<'_, PyDict>,
 ) -> PyResult<Option<ArrowStream>> {
-    let o = Options(options);
-    let (inp, out) = (input_options(input)?, output_options(output)?);
-    let defaults = app::HeadstatsOptions::default();
-    let opts = app::HeadstatsOptions {
-        cls_tokens: o.or("cls_tokens", defaults.cls_tokens)?,
-        sep_tokens: o.or("sep_tokens", defaults.sep_tokens)?,
-        punct_tokens: o.or("punct_tokens", defaults.punct_tokens)?,
-        sink_threshold: o.or("sink_threshold", defaults.sink_threshold)?,
-        pairs: o.get("pairs")?,
-        dataset: dataset_options(options)?,
-    };
-    frames(py, threads(options)?, || {
-        app::headstats(&inp, &opts, &out, &app::Quiet)
+    frame_command(py, (input, options, output), app::headstats, |o| {
+        let defaults = app::HeadstatsOptions::default();
+        Ok(app::HeadstatsOptions {
+            cls_tokens: o.or("cls_tokens", defaults.cls_tokens)?,
+            sep_tokens: o.or("sep_tokens", defaults.sep_tokens)?,
+            punct_tokens: o.or("punct_tokens", defaults.punct_tokens)?,
+            sink_threshold: o.or("sink_threshold", defaults.sink_threshold)?,
+            pairs: o.get("pairs")?,
+            dataset: dataset_options(o.0)?,
+        })
     })
 }
 
@@ -360,16 +381,13 @@ fn similarity(
     options: &Bound<'_, PyDict>,
     output: &Bound<'_, PyDict>,
 ) -> PyResult<Option<ArrowStream>> {
-    let o = Options(options);
-    let (inp, out) = (input_options(input)?, output_options(output)?);
-    let opts = app::SimilarityOptions {
-        attributions: o.path("attributions")?.unwrap_or_default(),
-        percentile: o.or("percentile", 95.0)?,
-        overlap: o.get("overlap")?,
-        example_ids: o.path("example_ids")?,
-    };
-    frames(py, threads(options)?, || {
-        app::similarity(&inp, &opts, &out, &app::Quiet)
+    frame_command(py, (input, options, output), app::similarity, |o| {
+        Ok(app::SimilarityOptions {
+            attributions: o.tensor("attributions")?.unwrap_or_default(),
+            percentile: o.or("percentile", 95.0)?,
+            overlap: o.get("overlap")?,
+            example_ids: o.path("example_ids")?,
+        })
     })
 }
 
@@ -380,17 +398,14 @@ fn rollout(
     options: &Bound<'_, PyDict>,
     output: &Bound<'_, PyDict>,
 ) -> PyResult<Option<ArrowStream>> {
-    let o = Options(options);
-    let (inp, out) = (input_options(input)?, output_options(output)?);
-    let opts = app::RolloutOptions {
-        fuse: [app::Fuse::Mean, app::Fuse::Max, app::Fuse::Min]
-            [o.choice("fuse", &["mean", "max", "min"], 0)?],
-        k: o.or("k", 10)?,
-        all: o.or("all", false)?,
-        relevance: o.get("relevance")?,
-    };
-    frames(py, threads(options)?, || {
-        app::rollout(&inp, &opts, &out, &app::Quiet)
+    frame_command(py, (input, options, output), app::rollout, |o| {
+        Ok(app::RolloutOptions {
+            fuse: [app::Fuse::Mean, app::Fuse::Max, app::Fuse::Min]
+                [o.choice("fuse", &["mean", "max", "min"], 0)?],
+            k: o.or("k", 10)?,
+            all: o.or("all", false)?,
+            relevance: o.get("relevance")?,
+        })
     })
 }
 
@@ -404,7 +419,7 @@ fn compare(
     let o = Options(options);
     let (inp, out) = (input_options(input)?, output_options(output)?);
     let opts = app::CompareOptions {
-        attn_b: o.path("attn_b")?.unwrap_or_default(),
+        attn_b: o.tensor("attn_b")?.unwrap_or_default(),
         channels_a: o.or("channels_a", Vec::new())?,
         channels_b: o.get("channels_b")?,
         block: o.or("block", 0)?,
@@ -424,30 +439,27 @@ fn cluster(
     options: &Bound<'_, PyDict>,
     output: &Bound<'_, PyDict>,
 ) -> PyResult<Option<ArrowStream>> {
-    let o = Options(options);
-    let (inp, out) = (input_options(input)?, output_options(output)?);
-    let defaults = app::ClusterOptions::default();
-    let opts = app::ClusterOptions {
-        layer: o.or("layer", 0)?,
-        head: o.or("head", 0)?,
-        k_range: o.or("k_range", defaults.k_range)?,
-        rows: [
-            app::ClusterRows::All,
-            app::ClusterRows::Even,
-            app::ClusterRows::Odd,
-            app::ClusterRows::Both,
-        ][o.choice("rows", &["all", "even", "odd", "both"], 0)?],
-        scores: o.get("scores")?,
-        seed: o.or("seed", 0)?,
-        n_init: o.or("n_init", defaults.n_init)?,
-        features: o.path("features")?,
-        coefs: o.get("coefs")?,
-        svm_c: o.or("svm_c", defaults.svm_c)?,
-        plot: o.get("plot")?,
-        figure: figure_style(options)?,
-    };
-    frames(py, threads(options)?, || {
-        app::cluster(&inp, &opts, &out, &app::Quiet)
+    frame_command(py, (input, options, output), app::cluster, |o| {
+        let defaults = app::ClusterOptions::default();
+        Ok(app::ClusterOptions {
+            layer: o.or("layer", 0)?,
+            head: o.or("head", 0)?,
+            k_range: o.or("k_range", defaults.k_range)?,
+            rows: [
+                app::ClusterRows::All,
+                app::ClusterRows::Even,
+                app::ClusterRows::Odd,
+                app::ClusterRows::Both,
+            ][o.choice("rows", &["all", "even", "odd", "both"], 0)?],
+            scores: o.get("scores")?,
+            seed: o.or("seed", 0)?,
+            n_init: o.or("n_init", defaults.n_init)?,
+            features: o.tensor("features")?,
+            coefs: o.get("coefs")?,
+            svm_c: o.or("svm_c", defaults.svm_c)?,
+            plot: o.get("plot")?,
+            figure: figure_style(options)?,
+        })
     })
 }
 

@@ -171,7 +171,22 @@ def test_arrays_in_place_and_token_lists_in_metadata(tmp_path):
     af.topk(a, tokens=json.loads(TOKENS.read_text()), k=2, out=out)
     meta = json.loads(pq.read_metadata(out).metadata[b"attnframes"])
     assert meta["inputs"]["attn"] == "<attn array>" and meta["inputs"]["tokens"] == "<tokens list>"
+    # Every array option is read in place, and named in the metadata and messages.
+    attributions = np.load(FIX / "attributions.npy")
+    same(af.similarity(a, attributions=attributions, attention_mask=np.load(MASK)),
+         af.similarity(ATTN, attributions=FIX / "attributions.npy", attention_mask=MASK))
+    af.topk(ATTN, attention_mask=np.load(MASK), head_importance=np.load(FIX / "head_importance.npy"),
+            k=2, out=out)
+    meta = json.loads(pq.read_metadata(out).metadata[b"attnframes"])
+    assert meta["inputs"]["attention_mask"] == "<attention_mask array>"
+    assert meta["inputs"]["head_importance"] == "<head_importance array>"
     # A view that is not C-contiguous is made contiguous first; float16 is read as is.
     same(af.topk(a[:, :, ::2], k=2), af.topk(np.ascontiguousarray(a[:, :, ::2]), k=2))
     same(af.topk(np.load(FIX / "attentions_f16.npy"), k=2),
          cli(tmp_path, "topk", "--attn", FIX / "attentions_f16.npy", "-k", 2))
+
+
+def test_torch_cpu_tensors_are_read_like_numpy_arrays():
+    torch = pytest.importorskip("torch")
+    a = np.load(ATTN)
+    same(af.topk(torch.from_numpy(a), k=3, layers=[0, 5]), af.topk(a, k=3, layers="0,5"))

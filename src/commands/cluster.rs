@@ -18,7 +18,7 @@ pub fn run(a: &ClusterArgs, bar: &Bar) -> app::Result<()> {
         scores: a.scores.clone(),
         seed: a.seed,
         n_init: a.n_init,
-        features: a.features.clone(),
+        features: a.features.clone().map(Into::into),
         coefs: a.coefs.clone(),
         svm_c: a.svm_c,
         plot: a.plot.clone(),

@@ -5,7 +5,7 @@ use crate::convert;
 
 pub fn run(a: &CompareArgs) -> app::Result<()> {
     let options = app::CompareOptions {
-        attn_b: a.attn_b.clone(),
+        attn_b: a.attn_b.clone().into(),
         channels_a: convert::channel_list(&a.channels_a),
         channels_b: a.channels_b.as_deref().map(convert::channel_list),
         block: a.block,

@@ -6,7 +6,7 @@ use crate::progress::Bar;
 
 pub fn run(a: &SimilarityArgs, bar: &Bar) -> app::Result<()> {
     let options = app::SimilarityOptions {
-        attributions: a.attributions.clone(),
+        attributions: a.attributions.clone().into(),
         percentile: a.percentile,
         overlap: a.overlap.clone(),
         example_ids: a.example_ids.clone(),

@@ -5,16 +5,17 @@
 use std::path::{Path, PathBuf};
 
 use frame_sink::{adopt_dictionaries, with_private_dictionaries, DatasetSink, LabelColumn, Shard};
-use ingest::{Dims, IngestError};
+use ingest::{Dims, IngestError, RowSource};
 use polars::prelude::*;
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
+use crate::input::{open_source, Rows};
 use crate::metadata::{input_paths, metadata_json, path_str};
 use crate::options::{DatasetOptions, Destination, ExampleIdFrom, InputOptions, OutputOptions};
 use crate::output::{sink_options, Frames, MainOutput};
-use crate::progress::Progress;
+use crate::progress::{Progress, Quiet};
 
 /// The frames of one input file, in order, the frame's schema when it has no rows, and the
 /// file's dimensions.
@@ -81,13 +82,31 @@ impl Output {
     }
 }
 
-/// Runs `frames_of` over the input list (this shard of it) — it puts one file's frames into
-/// the list it is given and returns their schema and the file's dimensions — and writes the
-/// frames, each with its `example_id`, in list order whatever the number of threads.
+impl<'a> DatasetRun<'a> {
+    pub fn new(
+        command: &'static str,
+        input: &'a InputOptions,
+        output: &'a OutputOptions,
+        dataset: &'a DatasetOptions,
+        options: Value,
+    ) -> Self {
+        DatasetRun {
+            command,
+            input,
+            output,
+            dataset,
+            options,
+        }
+    }
+}
+
+/// Runs `frames_of` over the rows of every file of the input list (this shard of it) — it
+/// puts one file's frames into the list it is given and returns their schema — and writes
+/// the frames, each with its `example_id`, in list order whatever the number of threads.
 pub(crate) fn run(
     r: DatasetRun<'_>,
     progress: &dyn Progress,
-    frames_of: impl Fn(&InputOptions, &mut Vec<DataFrame>) -> Result<(DataFrame, Dims)> + Sync,
+    frames_of: impl Fn(&Rows<'_>, &mut Vec<DataFrame>) -> Result<DataFrame> + Sync,
 ) -> Result<Frames> {
     if r.input.longformer() {
         return Err(Error::usage(
@@ -100,12 +119,14 @@ pub(crate) fn run(
         ));
     }
     let per_file = |args: &InputOptions| {
+        let source = open_source(args, &Quiet)?;
+        let rows = Rows::of(&source, args)?;
         let mut frames = Vec::new();
-        let (empty, dims) = frames_of(args, &mut frames)?;
+        let empty = frames_of(&rows, &mut frames)?;
         Ok(FileFrames {
             frames,
             empty,
-            dims,
+            dims: rows.dims(),
         })
     };
     let d = r.dataset;
@@ -295,7 +316,7 @@ fn file_input(a: &InputOptions, d: &DatasetOptions, f: &ExampleFile) -> Result<I
             )
             .into());
         }
-        args.input_ids = Some(ids);
+        args.input_ids = Some(ids.into());
         return Ok(args);
     }
     let found = ["json", "txt"]

@@ -25,64 +25,63 @@ pub enum Source {
     Longformer(SlidingWindowAttention),
 }
 
-/// Runs `$body` with `$s` bound to the inner source of a [`Source`].
-macro_rules! each_source {
-    ($source:expr, $s:ident => $body:expr) => {
-        match $source {
-            Source::Dense($s) => $body,
-            Source::Longformer($s) => $body,
+/// Implements `RowSource` for an enum whose every variant holds a row source, by calling
+/// the variant's own method: the analyses are generic over `RowSource`, so each is compiled
+/// once for the enum and the match costs one branch per call (per slab, not per row).
+macro_rules! delegate_row_source {
+    ($enum:ident$(<$lt:lifetime>)?, $($variant:ident),+) => {
+        impl$(<$lt>)? RowSource for $enum$(<$lt>)? {
+            fn dims(&self) -> Dims {
+                match self { $($enum::$variant(s) => s.dims()),+ }
+            }
+            fn annotations(&self) -> &ingest::Annotations {
+                match self { $($enum::$variant(s) => s.annotations()),+ }
+            }
+            fn slabs(&self) -> Vec<SlabId> {
+                match self { $($enum::$variant(s) => s.slabs()),+ }
+            }
+            fn valid_queries(&self, b: u32) -> &[u32] {
+                match self { $($enum::$variant(s) => s.valid_queries(b)),+ }
+            }
+            fn valid_keys(&self, b: u32) -> &[u32] {
+                match self { $($enum::$variant(s) => s.valid_keys(b)),+ }
+            }
+            fn tokens(&self) -> Option<&Tokens> {
+                match self { $($enum::$variant(s) => s.tokens()),+ }
+            }
+            fn is_seekable(&self) -> bool {
+                match self { $($enum::$variant(s) => s.is_seekable()),+ }
+            }
+            fn for_each_query_row(
+                &self,
+                slab: SlabId,
+                buf: &mut SlabBuffer,
+                f: impl FnMut(usize, u32, &[f32]),
+            ) -> ingest::Result<()> {
+                match self { $($enum::$variant(s) => s.for_each_query_row(slab, buf, f)),+ }
+            }
+            fn has_sparse_rows(&self) -> bool {
+                match self { $($enum::$variant(s) => s.has_sparse_rows()),+ }
+            }
+            fn for_each_sparse_row(
+                &self,
+                slab: SlabId,
+                buf: &mut SlabBuffer,
+                f: impl FnMut(usize, u32, &[u32], &[f32]),
+            ) -> ingest::Result<()> {
+                match self { $($enum::$variant(s) => s.for_each_sparse_row(slab, buf, f)),+ }
+            }
+            fn valid_matrix(&self, slab: SlabId, buf: &mut SlabBuffer) -> ingest::Result<Vec<f32>> {
+                match self { $($enum::$variant(s) => s.valid_matrix(slab, buf)),+ }
+            }
+            fn received(&self, slab: SlabId, buf: &mut SlabBuffer) -> ingest::Result<Vec<f64>> {
+                match self { $($enum::$variant(s) => s.received(slab, buf)),+ }
+            }
         }
     };
 }
 
-impl RowSource for Source {
-    fn dims(&self) -> Dims {
-        each_source!(self, s => s.dims())
-    }
-    fn annotations(&self) -> &ingest::Annotations {
-        each_source!(self, s => s.annotations())
-    }
-    fn slabs(&self) -> Vec<SlabId> {
-        each_source!(self, s => s.slabs())
-    }
-    fn valid_queries(&self, b: u32) -> &[u32] {
-        each_source!(self, s => s.valid_queries(b))
-    }
-    fn valid_keys(&self, b: u32) -> &[u32] {
-        each_source!(self, s => s.valid_keys(b))
-    }
-    fn tokens(&self) -> Option<&Tokens> {
-        each_source!(self, s => s.tokens())
-    }
-    fn is_seekable(&self) -> bool {
-        each_source!(self, s => s.is_seekable())
-    }
-    fn for_each_query_row(
-        &self,
-        slab: SlabId,
-        buf: &mut SlabBuffer,
-        f: impl FnMut(usize, u32, &[f32]),
-    ) -> ingest::Result<()> {
-        each_source!(self, s => s.for_each_query_row(slab, buf, f))
-    }
-    fn has_sparse_rows(&self) -> bool {
-        each_source!(self, s => s.has_sparse_rows())
-    }
-    fn for_each_sparse_row(
-        &self,
-        slab: SlabId,
-        buf: &mut SlabBuffer,
-        f: impl FnMut(usize, u32, &[u32], &[f32]),
-    ) -> ingest::Result<()> {
-        each_source!(self, s => s.for_each_sparse_row(slab, buf, f))
-    }
-    fn valid_matrix(&self, slab: SlabId, buf: &mut SlabBuffer) -> ingest::Result<Vec<f32>> {
-        each_source!(self, s => s.valid_matrix(slab, buf))
-    }
-    fn received(&self, slab: SlabId, buf: &mut SlabBuffer) -> ingest::Result<Vec<f64>> {
-        each_source!(self, s => s.received(slab, buf))
-    }
-}
+delegate_row_source!(Source, Dense, Longformer);
 
 impl Source {
     /// The input's shapes for the `attnframes` metadata.
@@ -105,64 +104,7 @@ pub enum Rows<'a> {
     Words(WordMerged<'a, Source>),
 }
 
-/// Runs `$body` with `$s` bound to the inner row source of a [`Rows`].
-macro_rules! each_rows {
-    ($rows:expr, $s:ident => $body:expr) => {
-        match $rows {
-            Rows::Tokens($s) => $body,
-            Rows::Words($s) => $body,
-        }
-    };
-}
-
-impl RowSource for Rows<'_> {
-    fn dims(&self) -> Dims {
-        each_rows!(self, s => s.dims())
-    }
-    fn annotations(&self) -> &ingest::Annotations {
-        each_rows!(self, s => s.annotations())
-    }
-    fn slabs(&self) -> Vec<SlabId> {
-        each_rows!(self, s => s.slabs())
-    }
-    fn valid_queries(&self, b: u32) -> &[u32] {
-        each_rows!(self, s => s.valid_queries(b))
-    }
-    fn valid_keys(&self, b: u32) -> &[u32] {
-        each_rows!(self, s => s.valid_keys(b))
-    }
-    fn tokens(&self) -> Option<&Tokens> {
-        each_rows!(self, s => s.tokens())
-    }
-    fn is_seekable(&self) -> bool {
-        each_rows!(self, s => s.is_seekable())
-    }
-    fn for_each_query_row(
-        &self,
-        slab: SlabId,
-        buf: &mut SlabBuffer,
-        f: impl FnMut(usize, u32, &[f32]),
-    ) -> ingest::Result<()> {
-        each_rows!(self, s => s.for_each_query_row(slab, buf, f))
-    }
-    fn has_sparse_rows(&self) -> bool {
-        each_rows!(self, s => s.has_sparse_rows())
-    }
-    fn for_each_sparse_row(
-        &self,
-        slab: SlabId,
-        buf: &mut SlabBuffer,
-        f: impl FnMut(usize, u32, &[u32], &[f32]),
-    ) -> ingest::Result<()> {
-        each_rows!(self, s => s.for_each_sparse_row(slab, buf, f))
-    }
-    fn valid_matrix(&self, slab: SlabId, buf: &mut SlabBuffer) -> ingest::Result<Vec<f32>> {
-        each_rows!(self, s => s.valid_matrix(slab, buf))
-    }
-    fn received(&self, slab: SlabId, buf: &mut SlabBuffer) -> ingest::Result<Vec<f64>> {
-        each_rows!(self, s => s.received(slab, buf))
-    }
-}
+delegate_row_source!(Rows<'a>, Tokens, Words);
 
 impl<'a> Rows<'a> {
     /// The rows of `source`: merged into words when `input.words` asks for it.
@@ -300,7 +242,7 @@ pub(crate) fn open_source(a: &InputOptions, progress: &dyn Progress) -> Result<S
     if let Some(mask) = opts.attention_mask.as_ref().or(opts.padding_mask.as_ref()) {
         if let Some(problem) = ingest::mask_problem(&source)? {
             let reason = format!("{problem}; {MASK_CONVENTIONS}");
-            return Err(ingest::IngestError::invalid(mask, reason).into());
+            return Err(ingest::IngestError::invalid(mask.name(), reason).into());
         }
     }
     Ok(source)

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use crate::input::Source;
 use crate::options::InputOptions;
+use ingest::TensorInput;
 
 /// The metadata of a one-file run.
 pub(crate) fn metadata(command: &str, a: &InputOptions, source: &Source, options: Value) -> String {
@@ -20,15 +21,15 @@ pub(crate) fn input_paths(a: &InputOptions) -> Value {
         "attn_key": a.attn_key,
         "global_attn": path_str(&a.global_attn),
         "global_mask": path_str(&a.global_mask),
-        "attention_mask": path_str(&a.attention_mask),
-        "padding_mask": path_str(&a.padding_mask),
+        "attention_mask": input_str(&a.attention_mask),
+        "padding_mask": input_str(&a.padding_mask),
         "tokens": match &a.token_lists {
             Some(_) => json!("<tokens list>"),
             None => path_str(&a.tokens),
         },
-        "input_ids": path_str(&a.input_ids),
+        "input_ids": input_str(&a.input_ids),
         "vocab": path_str(&a.vocab),
-        "head_importance": path_str(&a.head_importance),
+        "head_importance": input_str(&a.head_importance),
     })
 }
 
@@ -42,6 +43,13 @@ pub(crate) fn metadata_json(command: &str, inputs: Value, shapes: Value, options
         "version": env!("CARGO_PKG_VERSION"),
     })
     .to_string()
+}
+
+/// A tensor input as given: its path, or the array's name.
+pub(crate) fn input_str(input: &Option<TensorInput>) -> Value {
+    input.as_ref().map_or(Value::Null, |i| {
+        Value::String(i.name().display().to_string())
+    })
 }
 
 pub(crate) fn path_str(p: &Option<PathBuf>) -> Value {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub use figures::Colormap;
 pub use frame_sink::{Compression, OutputFormat};
-pub use ingest::{SharedArray, WordFrom};
+pub use ingest::{SharedArray, TensorInput, WordFrom};
 pub use rollout::Fuse;
 pub use topk_frames::{Normalize, Reduce};
 
@@ -32,21 +32,21 @@ pub struct InputOptions {
     pub attn_key: Option<String>,
     /// Axis letters L B H Q K (default LBHQK for 5-D, HQK for 3-D, QK for 2-D; 4-D needs it).
     pub layout: Option<String>,
-    /// (B, S) HF `attention_mask`, 1 = real token, 0 = padding.
-    pub attention_mask: Option<PathBuf>,
+    /// (B, S) HF `attention_mask`, 1 = real token, 0 = padding (a file or an array).
+    pub attention_mask: Option<TensorInput>,
     /// (B, S) PyTorch `key_padding_mask`, True (nonzero) = padding.
-    pub padding_mask: Option<PathBuf>,
+    pub padding_mask: Option<TensorInput>,
     /// Tokens: `.txt` (one per line) or `.json` (a list, or a list of lists per batch row).
     pub tokens: Option<PathBuf>,
     /// Tokens as lists in memory instead of a file: one list per batch row, or one list for
     /// every row.
     pub token_lists: Option<Vec<Vec<String>>>,
-    /// Token ids (B, S) `.npy`, turned into tokens with `vocab`.
-    pub input_ids: Option<PathBuf>,
+    /// Token ids (B, S), turned into tokens with `vocab`.
+    pub input_ids: Option<TensorInput>,
     /// `vocab.txt`, `vocab.json` or `tokenizer.json` for `input_ids`.
     pub vocab: Option<PathBuf>,
     /// (L, H) head importance: each head's attention is multiplied by it first.
-    pub head_importance: Option<PathBuf>,
+    pub head_importance: Option<TensorInput>,
     /// Layers, heads and batch rows to use, e.g. `0,3,8-11` (tensor numbering is kept).
     pub layers: Option<String>,
     pub heads: Option<String>,
@@ -212,8 +212,8 @@ pub struct ReceivedOptions {
 /// `similarity`: attention vs token attributions.
 #[derive(Debug, Clone)]
 pub struct SimilarityOptions {
-    /// Token attributions (B, S) or (S,) `.npy`.
-    pub attributions: PathBuf,
+    /// Token attributions (B, S) or (S,), float.
+    pub attributions: TensorInput,
     /// Percentile of the top sets, 0..=100 (numpy's linear interpolation; default 95).
     pub percentile: f64,
     /// Also write the positions in either top set here.
@@ -225,7 +225,7 @@ pub struct SimilarityOptions {
 impl Default for SimilarityOptions {
     fn default() -> Self {
         SimilarityOptions {
-            attributions: PathBuf::new(),
+            attributions: TensorInput::default(),
             percentile: 95.0,
             overlap: None,
             example_ids: None,
@@ -265,7 +265,7 @@ impl Default for FigureStyle {
 #[derive(Debug, Clone, Default)]
 pub struct CompareOptions {
     /// The second run (same shape as the input).
-    pub attn_b: PathBuf,
+    pub attn_b: TensorInput,
     /// Channel names of run A in token order.
     pub channels_a: Vec<String>,
     /// Channel names of run B (default: A's order).
@@ -319,8 +319,8 @@ pub struct ClusterOptions {
     pub seed: u64,
     /// KMeans restarts per k, at least 1 (default 10).
     pub n_init: u64,
-    /// Input features per query position: (S, F) or (B, S, F) `.npy`.
-    pub features: Option<PathBuf>,
+    /// Input features per query position: (S, F) or (B, S, F).
+    pub features: Option<TensorInput>,
     /// Write the one-vs-rest linear SVM's coefficients here (needs `features`).
     pub coefs: Option<String>,
     /// Penalty C of the linear SVM (default 1).

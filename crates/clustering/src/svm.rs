@@ -2,8 +2,6 @@
 //! with a linear kernel: hinge loss, L2 regularisation, unregularised intercept) from each
 //! row's feature vector to its cluster.
 
-use std::path::Path;
-
 use linfa::prelude::*;
 use linfa_svm::Svm;
 use ndarray::{Array1, Array2, ArrayView2};
@@ -20,9 +18,10 @@ pub struct Features {
 }
 
 impl Features {
-    /// Reads `path` and checks it against `batch` rows of `seq` positions.
-    pub fn open(path: &Path, batch: usize, seq: usize) -> Result<Features> {
-        let t = ingest::TensorFile::open(path, None)?;
+    /// Reads `input` and checks it against `batch` rows of `seq` positions.
+    pub fn open(input: &ingest::TensorInput, batch: usize, seq: usize) -> Result<Features> {
+        let path = input.name();
+        let t = input.open()?;
         let bad = |reason: String| ClusterError::Input {
             path: path.display().to_string(),
             reason,

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::error::{bail, IngestError, Result};
 use crate::selection::parse_selection;
 use crate::source::{Dims, SlabId, SourceOptions, TokenSpec};
-use crate::tensor::TensorFile;
+use crate::tensor::TensorInput;
 use crate::tokens::Tokens;
 
 /// Selections, masks, tokens and head importance of one input.
@@ -53,7 +53,7 @@ impl Annotations {
             .collect();
         let valid = match (&opts.attention_mask, &opts.padding_mask) {
             (Some(_), Some(p)) => bail!(
-                p,
+                p.name(),
                 "give one mask: an attention mask (1 = real token) or a padding mask (True = padding), not both"
             ),
             (Some(p), None) => Some(read_mask(p, nb, nq, nk)?),
@@ -194,20 +194,21 @@ fn complement(positions: &[u32], n: usize) -> Vec<u32> {
         .collect()
 }
 
-fn read_mask(path: &Path, batch: usize, nq: usize, nk: usize) -> Result<Vec<Vec<u32>>> {
+fn read_mask(input: &TensorInput, batch: usize, nq: usize, nk: usize) -> Result<Vec<Vec<u32>>> {
     if nq != nk {
         bail!(
-            path,
+            input.name(),
             "an attention mask needs square attention, got {nq} queries × {nk} keys"
         );
     }
-    mask_positions(path, batch, nk)
+    mask_positions(input, batch, nk)
 }
 
 /// The nonzero positions of each batch row of a (batch, seq) mask — or of a (seq,) mask
 /// shared by every row — such as HF's `attention_mask` or `global_attention_mask`.
-pub fn mask_positions(path: &Path, batch: usize, seq: usize) -> Result<Vec<Vec<u32>>> {
-    let m = TensorFile::open(path, None)?;
+pub fn mask_positions(input: &TensorInput, batch: usize, seq: usize) -> Result<Vec<Vec<u32>>> {
+    let path = input.name();
+    let m = input.open()?;
     let rows = match m.shape.as_slice() {
         [b, s] if *b == batch && *s == seq => batch,
         [s] if *s == seq => 1,
@@ -232,8 +233,9 @@ pub fn mask_positions(path: &Path, batch: usize, seq: usize) -> Result<Vec<Vec<u
     })
 }
 
-fn read_head_importance(path: &Path, layers: usize, heads: usize) -> Result<Vec<f64>> {
-    let t = TensorFile::open(path, None)?;
+fn read_head_importance(input: &TensorInput, layers: usize, heads: usize) -> Result<Vec<f64>> {
+    let path = input.name();
+    let t = input.open()?;
     if t.shape != [layers, heads] {
         bail!(
             path,

@@ -64,7 +64,7 @@ pub use layout::Layout;
 pub use row_source::{key_runs, mask_problem, RowSource};
 pub use selection::parse_selection;
 pub use source::{row_blocks, AttentionSource, Dims, SlabBuffer, SlabId, SourceOptions, TokenSpec};
-pub use tensor::{Container, SharedArray, TensorFile};
+pub use tensor::{Container, SharedArray, TensorFile, TensorInput};
 pub use tokens::{Tokens, Vocab};
 pub use wordrule::{is_special, word_pieces, Piece};
 pub use words::{group_words, Word, WordFrom, WordMerged};

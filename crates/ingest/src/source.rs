@@ -10,7 +10,7 @@ use crate::annotations::Annotations;
 use crate::error::{bail, Result};
 use crate::layout::{self, Layout};
 use crate::row_source::RowSource;
-use crate::tensor::{SharedArray, TensorFile};
+use crate::tensor::{SharedArray, TensorFile, TensorInput};
 
 /// Where the token strings come from.
 #[derive(Debug, Clone, Default)]
@@ -21,7 +21,7 @@ pub enum TokenSpec {
     /// Lists in memory: one per batch row, or one for every row.
     Lists(Vec<Vec<String>>),
     Ids {
-        ids: PathBuf,
+        ids: TensorInput,
         vocab: PathBuf,
     },
 }
@@ -36,11 +36,11 @@ pub struct SourceOptions {
     pub attn_key: Option<String>,
     pub layout: Option<String>,
     /// (B, S) HF `attention_mask`: nonzero = a real token, 0 = padding.
-    pub attention_mask: Option<PathBuf>,
+    pub attention_mask: Option<TensorInput>,
     /// (B, S) PyTorch `key_padding_mask` / `src_key_padding_mask`: nonzero (True) = padding.
-    pub padding_mask: Option<PathBuf>,
+    pub padding_mask: Option<TensorInput>,
     pub tokens: TokenSpec,
-    pub head_importance: Option<PathBuf>,
+    pub head_importance: Option<TensorInput>,
     pub layers: Option<String>,
     pub heads: Option<String>,
     pub batch: Option<String>,

@@ -209,6 +209,62 @@ pub struct SharedArray {
     pub bytes: Arc<dyn AsRef<[u8]> + Send + Sync>,
 }
 
+/// A tensor to open: a file (any container [`TensorFile::open`] reads), or an array in the
+/// caller's memory, read in place.
+#[derive(Debug, Clone)]
+pub enum TensorInput {
+    File(PathBuf),
+    Array(SharedArray),
+}
+
+impl TensorInput {
+    /// What messages call it: the file's path, or the array's name.
+    pub fn name(&self) -> &Path {
+        match self {
+            TensorInput::File(p) => p,
+            TensorInput::Array(a) => &a.name,
+        }
+    }
+
+    /// Opens the tensor (a file's only or `attentions` array).
+    pub fn open(&self) -> Result<TensorFile> {
+        match self {
+            TensorInput::File(p) => TensorFile::open(p, None),
+            TensorInput::Array(a) => TensorFile::from_shared(a),
+        }
+    }
+}
+
+impl Default for TensorInput {
+    fn default() -> Self {
+        TensorInput::File(PathBuf::new())
+    }
+}
+
+impl From<PathBuf> for TensorInput {
+    fn from(path: PathBuf) -> Self {
+        TensorInput::File(path)
+    }
+}
+
+impl From<&Path> for TensorInput {
+    fn from(path: &Path) -> Self {
+        TensorInput::File(path.to_path_buf())
+    }
+}
+
+impl From<String> for TensorInput {
+    fn from(path: String) -> Self {
+        TensorInput::File(path.into())
+    }
+}
+
+impl From<&str> for TensorInput {
+    fn from(path: &str) -> Self {
+        TensorInput::File(path.into())
+    }
+}
+
 impl std::fmt::Debug for SharedArray {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedArray")

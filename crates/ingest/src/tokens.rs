@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::error::{bail, IngestError, Result};
-use crate::tensor::TensorFile;
+use crate::tensor::TensorInput;
 
 /// The tokens of every batch row (rows may share one list).
 #[derive(Debug, Clone)]
@@ -89,12 +89,13 @@ impl Tokens {
     /// Token strings for `ids` (B,S) or (S,) through `vocab` (`vocab.txt`, `vocab.json`
     /// or `tokenizer.json`), as `convert_ids_to_tokens` does.
     pub fn from_ids(
-        ids_path: &Path,
+        ids_input: &TensorInput,
         vocab_path: &Path,
         batch: usize,
         seq: usize,
     ) -> Result<Tokens> {
-        let ids = TensorFile::open(ids_path, None)?;
+        let ids_path = ids_input.name();
+        let ids = ids_input.open()?;
         let shape = ids.shape.clone();
         let ok = shape == [batch, seq] || (shape == [seq] && batch >= 1);
         if !ok {

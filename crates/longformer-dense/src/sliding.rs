@@ -163,7 +163,7 @@ impl SlidingWindowAttention {
 }
 
 fn read_global_mask(path: &Path, batch: usize, seq: usize, x: usize) -> Result<Vec<Vec<u32>>> {
-    let globals = mask_positions(path, batch, seq)?;
+    let globals = mask_positions(&path.into(), batch, seq)?;
     let most = globals.iter().map(Vec::len).max().unwrap_or(0);
     if most != x {
         return Err(invalid(

@@ -24,7 +24,7 @@
 //! use similarity::{similarity_frames, Attributions};
 //!
 //! let src = AttentionSource::open(&SourceOptions { attn: "attentions.npy".into(), ..Default::default() })?;
-//! let attr = Attributions::open("attributions.npy".as_ref(), 1, 20)?;
+//! let attr = Attributions::open(&"attributions.npy".into(), 1, 20)?;
 //! let (metrics, overlap) = similarity_frames(&src, None, &attr, 95.0)?;
 //! println!("{metrics}\n{overlap}");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -37,7 +37,7 @@ mod runs;
 use std::path::Path;
 
 use frame_sink::{null_token_column, TokenDictionary};
-use ingest::{IngestError, RowSource, SlabBuffer, TensorFile};
+use ingest::{IngestError, RowSource, SlabBuffer, TensorInput};
 use polars::prelude::*;
 use rayon::prelude::*;
 
@@ -65,8 +65,13 @@ pub struct Attributions {
 
 impl Attributions {
     /// Reads (batch, seq) attributions, or (seq,) shared by every batch row.
-    pub fn open(path: &Path, batch: usize, seq: usize) -> Result<Attributions, IngestError> {
-        let t = TensorFile::open(path, None)?;
+    pub fn open(
+        input: &TensorInput,
+        batch: usize,
+        seq: usize,
+    ) -> Result<Attributions, IngestError> {
+        let path = input.name();
+        let t = input.open()?;
         let shared = match t.shape.as_slice() {
             [b, s] if *b == batch && *s == seq => false,
             [s] if *s == seq => true,

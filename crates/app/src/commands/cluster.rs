@@ -78,7 +78,7 @@ pub fn cluster(
     options["rows"] = json!(format!("{:?}", a.rows).to_lowercase());
     options["seed"] = json!(a.seed);
     options["n_init"] = json!(a.n_init);
-    options["features"] = json!(a.features.as_ref().map(|p| p.display().to_string()));
+    options["features"] = json!(a.features.as_ref().map(|p| p.name().display().to_string()));
     options["svm_c"] = json!(a.svm_c);
     let meta = metadata("cluster", &input_args, &source, options);
     if let (Some(mut out), Some(bytes)) = (plot_out, &outputs.figure) {
@@ -107,7 +107,7 @@ fn cluster_on(
     let dims = src.dims();
     let features = a
         .features
-        .as_deref()
+        .as_ref()
         .map(|p| Features::open(p, dims.batch, dims.queries))
         .transpose()?;
     let opts = ClusterOptions {

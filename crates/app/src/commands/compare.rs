@@ -7,7 +7,7 @@ use crate::commands::plot::figure_options;
 use crate::error::{Error, Result};
 use crate::input::{no_words, source_options, Source};
 use crate::metadata::{metadata, selection_options};
-use crate::options::{Colormap, CompareOptions, InputOptions, OutputOptions};
+use crate::options::{Colormap, CompareOptions, InputOptions, OutputOptions, TensorInput};
 use crate::output::{open_extra_sink, write_extra, write_file, Frames, MainOutput};
 
 /// The per-head comparison of run A (`input`) and run B (`options.attn_b`): cosine,
@@ -33,11 +33,15 @@ pub fn compare(
     let blocks_sink = open_extra_sink(&options.blocks, output)?;
     let run_a = AttentionSource::open(&source_options(input))?;
     let run_b = AttentionSource::open(&SourceOptions {
-        attn: options.attn_b.clone(),
-        attn_array: None,
+        attn: options.attn_b.name().to_path_buf(),
+        attn_array: match &options.attn_b {
+            TensorInput::Array(a) => Some(a.clone()),
+            TensorInput::File(_) => None,
+        },
         ..source_options(input)
     })?;
-    let seq = similarity::check_runs(&run_a, &run_b, input.attn(), &options.attn_b)?;
+    let path_b = options.attn_b.name();
+    let seq = similarity::check_runs(&run_a, &run_b, input.attn(), path_b)?;
     let channels_a = &options.channels_a;
     let channels_b = options.channels_b.as_ref().unwrap_or(channels_a);
     let blocks = similarity::ChannelBlocks::new(
@@ -46,7 +50,7 @@ pub fn compare(
         options.block,
         seq,
         input.attn(),
-        &options.attn_b,
+        path_b,
     )?;
     let result = similarity::compare_runs(&run_a, &run_b, &blocks)?;
     if let Some(path) = &options.plot {
@@ -56,7 +60,7 @@ pub fn compare(
         write_file(path, &bytes)?;
     }
     let mut meta_options = selection_options(input);
-    meta_options["attn_b"] = json!(options.attn_b.display().to_string());
+    meta_options["attn_b"] = json!(path_b.display().to_string());
     meta_options["channels_a"] = json!(channels_a);
     meta_options["channels_b"] = json!(channels_b);
     meta_options["block"] = json!(options.block);

@@ -10,7 +10,7 @@ use crate::input::{open_source, Rows};
 use crate::metadata::{metadata, selection_options};
 use crate::options::{HeadstatsOptions, InputOptions, OutputOptions};
 use crate::output::{open_extra_sink, write_extra, Frames, MainOutput};
-use crate::progress::{Progress, Quiet};
+use crate::progress::Progress;
 
 /// Per (batch, layer, head): smoothed entropy (nats, Clark et al. 2019), mean attention
 /// distance, self/previous/next/[CLS]/[SEP]/punctuation mass, first-position mass and the
@@ -41,20 +41,12 @@ pub fn headstats(
                 "--pairs compares the heads of one file: run it file by file",
             ));
         }
-        let run = DatasetRun {
-            command: "headstats",
-            input,
-            output,
-            dataset: &options.dataset,
-            options: meta_options,
-        };
-        return dataset::run(run, progress, |args, frames| {
-            let source = open_source(args, &Quiet)?;
-            let rows = Rows::of(&source, args)?;
-            let stats = stats_frame(&head_stats(&rows, &classes, options.sink_threshold)?)?;
+        let run = DatasetRun::new("headstats", input, output, &options.dataset, meta_options);
+        return dataset::run(run, progress, |rows, frames| {
+            let stats = stats_frame(&head_stats(rows, &classes, options.sink_threshold)?)?;
             let empty = stats.clear();
             frames.push(stats);
-            Ok((empty, rows.dims()))
+            Ok(empty)
         });
     }
     let out = MainOutput::open(output)?;

@@ -1,6 +1,5 @@
 //! `received`: attention each key receives, summed over the valid queries.
 
-use ingest::RowSource;
 use polars::prelude::DataFrame;
 use serde_json::{json, Value};
 use topk_frames::received_frame;
@@ -11,7 +10,7 @@ use crate::input::{open_source, token_dictionary, with_pieces, Rows};
 use crate::metadata::{metadata, selection_options};
 use crate::options::{InputOptions, OutputOptions, ReceivedOptions};
 use crate::output::{Frames, MainOutput};
-use crate::progress::{Progress, Quiet};
+use crate::progress::Progress;
 
 /// The received-attention frame of `input`: per (batch, layer, head) — fewer with `reduce` —
 /// and valid key `position` u32 with its `token`, the `score` f32 (the sum over valid queries,
@@ -36,20 +35,12 @@ pub fn received(
     };
     let meta_options = received_metadata(input, &analysis);
     if dataset::is_dataset_run(input, output, &options.dataset) {
-        let run = DatasetRun {
-            command: "received",
-            input,
-            output,
-            dataset: &options.dataset,
-            options: meta_options,
-        };
-        return dataset::run(run, progress, |args, frames| {
-            let source = open_source(args, &Quiet)?;
-            let rows = Rows::of(&source, args)?;
-            let df = received_of(&rows, analysis)?;
+        let run = DatasetRun::new("received", input, output, &options.dataset, meta_options);
+        return dataset::run(run, progress, |rows, frames| {
+            let df = received_of(rows, analysis)?;
             let empty = df.clear();
             frames.push(df);
-            Ok((empty, rows.dims()))
+            Ok(empty)
         });
     }
     let out = MainOutput::open(output)?;

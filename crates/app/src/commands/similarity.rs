@@ -61,7 +61,7 @@ pub fn similarity(
     }
     let mut meta_options = selection_options(input);
     meta_options["percentile"] = json!(options.percentile);
-    meta_options["attributions"] = json!(options.attributions.display().to_string());
+    meta_options["attributions"] = json!(options.attributions.name().display().to_string());
     let meta = metadata("similarity", input, &source, meta_options);
     if let Some(o) = overlap_sink {
         write_extra(o, &meta, &[overlap])?;

@@ -1,6 +1,5 @@
 //! `topk`: for every (batch, layer, head, query) the k highest-scoring keys.
 
-use ingest::RowSource;
 use polars::prelude::DataFrame;
 use serde_json::{json, Value};
 use topk_frames::TopkFrames;
@@ -33,18 +32,9 @@ pub fn topk(
     }
     let meta_options = topk_metadata(input, options);
     if dataset::is_dataset_run(input, output, &options.dataset) {
-        let run = DatasetRun {
-            command: "topk",
-            input,
-            output,
-            dataset: &options.dataset,
-            options: meta_options,
-        };
-        return dataset::run(run, progress, |args, frames| {
-            let source = open_source(args, &Quiet)?;
-            let rows = Rows::of(&source, args)?;
-            let empty = topk_into(&rows, options, output, frames, &Quiet)?;
-            Ok((empty, rows.dims()))
+        let run = DatasetRun::new("topk", input, output, &options.dataset, meta_options);
+        return dataset::run(run, progress, |rows, frames| {
+            topk_into(rows, options, output, frames, &Quiet)
         });
     }
     let mut out = MainOutput::open(output)?;
