@@ -25,10 +25,13 @@ use crate::progress::Progress;
 /// [`topk`](crate::topk).
 pub fn view(input: &InputOptions, a: &ViewOptions, progress: &dyn Progress) -> Result<()> {
     no_words(input, "view")?;
-    if !(1..=1000).contains(&a.k) || !(8..=256).contains(&a.thumbnail) {
+    if !(1..=1000).contains(&a.k) {
+        return Err(Error::usage(format!("-k {} is not within 1..=1000", a.k)));
+    }
+    if !(8..=256).contains(&a.thumbnail) {
         return Err(Error::usage(format!(
-            "-k {} / --thumbnail {}: k is within 1..=1000, the thumbnail within 8..=256",
-            a.k, a.thumbnail
+            "--thumbnail {} is not within 8..=256",
+            a.thumbnail
         )));
     }
     let ext = a
