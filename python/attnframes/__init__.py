@@ -37,7 +37,7 @@ from . import _native
 
 __version__ = _native.__version__
 __all__ = ["topk", "received", "headstats", "similarity", "rollout", "compare", "cluster", "melt",
-           "plot", "view", "dense", "inspect"]
+           "plot", "view", "dense", "inspect", "stream", "Stream"]
 
 _REQUIRED = _inspect.Parameter.empty
 
@@ -509,6 +509,128 @@ _COMMANDS = [
              lambda g: _json.loads(_native.inspect(g["options"]))),
 ]
 
+# What each batch of a stream brings; everything else is the stream's, given once.
+_PER_BATCH = ("tokens", "attention_mask", "padding_mask", "input_ids", "vocab", "head_importance")
+_NOT_STREAMED = {"tokens_dir", "example_id_from", "global_attn", "sliding_window", "global_mask"}
+_STREAMED = ("topk", "received", "headstats")
+
+
+class Stream:
+    """Batches of attention into one output as they arrive (``attnframes.stream``).
+
+    Each :meth:`add` analyses one batch at once and keeps only its frames, so a study of many
+    batches holds one batch's attention at a time. Rows equal those of the CLI's dataset run
+    over the same batches saved as files with ``--example-id-from index``. Used as a context
+    manager, the output is finished on leaving the block (the frame, for memory output, is in
+    :attr:`result`) and removed if the block raised.
+    """
+
+    def __init__(self, native, as_arrow):
+        self._native, self._as_arrow = native, as_arrow
+        self.result = None
+
+    def add(self, attn, *, tokens=None, attention_mask=None, padding_mask=None, input_ids=None,
+            vocab=None, head_importance=None, example_ids=None):
+        """Analyses one batch and writes its frames.
+
+        Parameters
+        ----------
+        attn : numpy.ndarray | str | os.PathLike[str]
+            The batch's attention (L, B, H, Q, K) unless the stream's ``layout`` says otherwise,
+            float16/32/64, read in place (a torch CPU tensor works through numpy).
+        tokens, attention_mask, padding_mask, input_ids, vocab, head_importance
+            As for ``topk``, for this batch: (B, S) masks and ids, S tokens per row.
+        example_ids : Sequence[str] | None
+            One id per batch row; default the batch's running index (``i``, or ``i:row`` for a
+            batch of several rows).
+
+        Raises
+        ------
+        ValueError, OSError, TypeError
+            As ``topk``; the stream stays open and what was added before is kept.
+        """
+        arguments = dict(tokens=tokens, attention_mask=attention_mask, padding_mask=padding_mask,
+                         input_ids=input_ids, vocab=vocab, head_importance=head_importance)
+        group = _attn_input(attn)
+        params = {p.name: p for p in _INPUT}
+        for name, value in arguments.items():
+            if value is None:
+                continue
+            if name == "tokens":
+                _tokens(value, group)
+            else:
+                convert = params[name].convert
+                group[name] = value if convert is None else convert(value)
+        ids = None if example_ids is None else [str(i) for i in example_ids]
+        try:
+            self._native.add(group, ids)
+        except (ValueError, OSError, TypeError) as e:
+            raise type(e)(_python_names(str(e))) from None
+
+    def close(self):
+        """Finishes the output (renamed into place, or a dataset's parts and ``_SUCCESS``);
+        returns the frame for memory output, else None."""
+        try:
+            self.result = _finish(self._native.finish(), self._as_arrow)
+        except (ValueError, OSError, TypeError) as e:
+            raise type(e)(_python_names(str(e))) from None
+        return self.result
+
+    def abort(self):
+        """Drops the stream unfinished: nothing it wrote is left."""
+        self._native.abort()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+
+def stream(command, *, out=None, **options):
+    """A :class:`Stream` of ``command`` ('topk', 'received' or 'headstats') to ``out``.
+
+    ``out`` is a file (.parquet, .csv, .arrow), a dataset directory ``'dir/'`` (with
+    ``partition_by``, ``max_rows_per_file``, ``shard``), or None for a frame in memory
+    (``Stream.result`` after the ``with`` block). The other keywords are the command's own
+    (``k``, ``normalize``, ``layers``, ``row_group_size``, ...), except what each batch brings
+    to :meth:`Stream.add` (tokens, masks, ids, head importance).
+
+    >>> with af.stream("topk", k=10, out="frames/topk/", partition_by=["layer"]) as s:  # doctest: +SKIP
+    ...     for attn, tokens in batches:
+    ...         s.add(attn, tokens=tokens)
+
+    Raises
+    ------
+    TypeError
+        A keyword the command does not take, or one that belongs to ``Stream.add``.
+    ValueError, OSError
+        As the command; an output that cannot be created.
+    """
+    spec = next((c for c in _COMMANDS if c.name == command), None)
+    if command not in _STREAMED or spec is None:
+        raise ValueError(f"command: expected one of 'topk', 'received', 'headstats'; got {command!r}")
+    allowed = {p.name: p for p in spec.params
+               if p.name not in _NOT_STREAMED and p.name not in _PER_BATCH}
+    groups = {"input": {}, "options": {}, "output": {}, "python": {}}
+    for name, value in dict(options, out=out).items():
+        if name not in allowed:
+            raise TypeError(f"stream() got an unexpected keyword argument {name!r}")
+        if value is None:
+            continue
+        p = allowed[name]
+        groups[p.group][name] = value if p.convert is None else p.convert(value)
+    try:
+        native = _native.stream(command, groups["input"], groups["options"], groups["output"])
+    except (ValueError, OSError, TypeError) as e:
+        raise type(e)(_python_names(str(e))) from None
+    return Stream(native, groups["python"].get("as_arrow", False))
+
+
 for _command in _COMMANDS:
     globals()[_command.name] = _make(_command)
 del _command
@@ -526,4 +648,29 @@ def _stub():
             default = "" if p.default is _REQUIRED else " = ..."
             params.append(f"    {p.name}: {p.hint}{default},")
         lines += [f"def {c.name}(", *params, f") -> {c.returns[0]}: ...", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + _STREAM_STUB)
+
+
+_STREAM_STUB = [
+    "class Stream:",
+    "    result: polars.DataFrame | pyarrow.Table | None",
+    "    def add(",
+    "        self,",
+    "        attn: str | os.PathLike[str] | numpy.ndarray,",
+    "        *,",
+    *[f"        {p.name}: {p.hint} = ...," for p in _INPUT if p.name in _PER_BATCH],
+    "        example_ids: Sequence[str] | None = ...,",
+    "    ) -> None: ...",
+    "    def close(self) -> polars.DataFrame | pyarrow.Table | None: ...",
+    "    def abort(self) -> None: ...",
+    "    def __enter__(self) -> Stream: ...",
+    "    def __exit__(self, *args: Any) -> Literal[False]: ...",
+    "",
+    "def stream(",
+    "    command: Literal['topk', 'received', 'headstats'],",
+    "    *,",
+    "    out: str | os.PathLike[str] | None = ...,",
+    "    **options: Any,",
+    ") -> Stream: ...",
+    "",
+]

@@ -381,3 +381,29 @@ def inspect(
     layout: str | None = ...,
 ) -> list[dict[str, Any]]: ...
 
+class Stream:
+    result: polars.DataFrame | pyarrow.Table | None
+    def add(
+        self,
+        attn: str | os.PathLike[str] | numpy.ndarray,
+        *,
+        attention_mask: str | os.PathLike[str] | numpy.ndarray | None = ...,
+        padding_mask: str | os.PathLike[str] | numpy.ndarray | None = ...,
+        tokens: str | os.PathLike[str] | Sequence[str] | Sequence[Sequence[str]] | None = ...,
+        input_ids: str | os.PathLike[str] | numpy.ndarray | None = ...,
+        vocab: str | os.PathLike[str] | None = ...,
+        head_importance: str | os.PathLike[str] | numpy.ndarray | None = ...,
+        example_ids: Sequence[str] | None = ...,
+    ) -> None: ...
+    def close(self) -> polars.DataFrame | pyarrow.Table | None: ...
+    def abort(self) -> None: ...
+    def __enter__(self) -> Stream: ...
+    def __exit__(self, *args: Any) -> Literal[False]: ...
+
+def stream(
+    command: Literal['topk', 'received', 'headstats'],
+    *,
+    out: str | os.PathLike[str] | None = ...,
+    **options: Any,
+) -> Stream: ...
+

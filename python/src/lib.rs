@@ -314,6 +314,15 @@ fn frame_command<O: Sync>(
     })
 }
 
+fn topk_options(o: &Options<'_, '_>) -> PyResult<app::TopkOptions> {
+    Ok(app::TopkOptions {
+        k: o.or("k", 10)?,
+        all: o.or("all", false)?,
+        nonzero: o.or("nonzero", false)?,
+        dataset: dataset_options(o.0)?,
+    })
+}
+
 #[pyfunction]
 fn topk(
     py: Python<'_>,
@@ -321,13 +330,21 @@ fn topk(
     options: &Bound<'_, PyDict>,
     output: &Bound<'_, PyDict>,
 ) -> PyResult<Option<ArrowStream>> {
-    frame_command(py, (input, options, output), app::topk, |o| {
-        Ok(app::TopkOptions {
-            k: o.or("k", 10)?,
-            all: o.or("all", false)?,
-            nonzero: o.or("nonzero", false)?,
-            dataset: dataset_options(o.0)?,
-        })
+    frame_command(py, (input, options, output), app::topk, topk_options)
+}
+
+fn received_options(o: &Options<'_, '_>) -> PyResult<app::ReceivedOptions> {
+    Ok(app::ReceivedOptions {
+        normalize: [app::Normalize::None, app::Normalize::MinMax]
+            [o.choice("normalize", &["none", "minmax"], 0)?],
+        reduce: [
+            app::Reduce::None,
+            app::Reduce::Heads,
+            app::Reduce::Layers,
+            app::Reduce::All,
+        ][o.choice("reduce", &["none", "heads", "layers", "all"], 0)?],
+        k: o.get("k")?,
+        dataset: dataset_options(o.0)?,
     })
 }
 
@@ -338,19 +355,23 @@ fn received(
     options: &Bound<'_, PyDict>,
     output: &Bound<'_, PyDict>,
 ) -> PyResult<Option<ArrowStream>> {
-    frame_command(py, (input, options, output), app::received, |o| {
-        Ok(app::ReceivedOptions {
-            normalize: [app::Normalize::None, app::Normalize::MinMax]
-                [o.choice("normalize", &["none", "minmax"], 0)?],
-            reduce: [
-                app::Reduce::None,
-                app::Reduce::Heads,
-                app::Reduce::Layers,
-                app::Reduce::All,
-            ][o.choice("reduce", &["none", "heads", "layers", "all"], 0)?],
-            k: o.get("k")?,
-            dataset: dataset_options(o.0)?,
-        })
+    frame_command(
+        py,
+        (input, options, output),
+        app::received,
+        received_options,
+    )
+}
+
+fn headstats_options(o: &Options<'_, '_>) -> PyResult<app::HeadstatsOptions> {
+    let defaults = app::HeadstatsOptions::default();
+    Ok(app::HeadstatsOptions {
+        cls_tokens: o.or("cls_tokens", defaults.cls_tokens)?,
+        sep_tokens: o.or("sep_tokens", defaults.sep_tokens)?,
+        punct_tokens: o.or("punct_tokens", defaults.punct_tokens)?,
+        sink_threshold: o.or("sink_threshold", defaults.sink_threshold)?,
+        pairs: o.get("pairs")?,
+        dataset: dataset_options(o.0)?,
     })
 }
 
@@ -361,17 +382,12 @@ fn headstats(
     options: &Bound<'_, PyDict>,
     output: &Bound<'_, PyDict>,
 ) -> PyResult<Option<ArrowStream>> {
-    frame_command(py, (input, options, output), app::headstats, |o| {
-        let defaults = app::HeadstatsOptions::default();
-        Ok(app::HeadstatsOptions {
-            cls_tokens: o.or("cls_tokens", defaults.cls_tokens)?,
-            sep_tokens: o.or("sep_tokens", defaults.sep_tokens)?,
-            punct_tokens: o.or("punct_tokens", defaults.punct_tokens)?,
-            sink_threshold: o.or("sink_threshold", defaults.sink_threshold)?,
-            pairs: o.get("pairs")?,
-            dataset: dataset_options(o.0)?,
-        })
-    })
+    frame_command(
+        py,
+        (input, options, output),
+        app::headstats,
+        headstats_options,
+    )
 }
 
 #[pyfunction]
@@ -531,6 +547,84 @@ fn dense(py: Python<'_>, input: &Bound<'_, PyDict>, options: &Bound<'_, PyDict>)
     })
 }
 
+/// A stream of batches into one output (`attnframes.stream`): the app layer's `FrameStream`,
+/// finished by `finish` or dropped (leaving nothing) by `abort`.
+#[pyclass(module = "attnframes._native")]
+struct Stream {
+    // A Mutex makes the class Sync, as pyo3 requires; the GIL already serialises the calls.
+    inner: std::sync::Mutex<Option<app::FrameStream>>,
+    threads: Option<usize>,
+}
+
+impl Stream {
+    fn inner(&self) -> std::sync::MutexGuard<'_, Option<app::FrameStream>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[pymethods]
+impl Stream {
+    /// Analyses one batch: `input` has its arrays (read in place), `example_ids` one id per
+    /// batch row.
+    #[pyo3(signature = (input, example_ids=None))]
+    fn add(
+        &mut self,
+        py: Python<'_>,
+        input: &Bound<'_, PyDict>,
+        example_ids: Option<Vec<String>>,
+    ) -> PyResult<()> {
+        let batch = input_options(input)?;
+        let mut inner = self.inner();
+        let stream = inner
+            .as_mut()
+            .ok_or_else(|| PyValueError::new_err("this stream is closed"))?;
+        written(py, self.threads, || {
+            stream.add(batch, example_ids.as_deref())
+        })
+    }
+
+    /// Finishes the output; the frames when it goes to memory.
+    fn finish(&mut self, py: Python<'_>) -> PyResult<Option<ArrowStream>> {
+        let stream = self
+            .inner()
+            .take()
+            .ok_or_else(|| PyValueError::new_err("this stream is closed"))?;
+        frames(py, self.threads, || stream.finish())
+    }
+
+    /// Drops the stream unfinished: nothing it wrote is left.
+    fn abort(&mut self) {
+        self.inner().take();
+    }
+}
+
+/// Opens a stream of `command` ("topk", "received" or "headstats").
+#[pyfunction]
+fn stream(
+    command: &str,
+    input: &Bound<'_, PyDict>,
+    options: &Bound<'_, PyDict>,
+    output: &Bound<'_, PyDict>,
+) -> PyResult<Stream> {
+    let o = Options(options);
+    let command = match command {
+        "topk" => app::StreamCommand::Topk(topk_options(&o)?),
+        "received" => app::StreamCommand::Received(received_options(&o)?),
+        "headstats" => app::StreamCommand::Headstats(headstats_options(&o)?),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "command: expected one of 'topk', 'received', 'headstats'; got '{other}'"
+            )))
+        }
+    };
+    let inner = app::FrameStream::create(command, input_options(input)?, &output_options(output)?)
+        .map_err(raise)?;
+    Ok(Stream {
+        inner: std::sync::Mutex::new(Some(inner)),
+        threads: threads(options)?,
+    })
+}
+
 /// The summaries as JSON text (the package parses it into dicts).
 #[pyfunction]
 fn inspect(py: Python<'_>, options: &Bound<'_, PyDict>) -> PyResult<String> {
@@ -562,7 +656,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(view, m)?)?;
     m.add_function(wrap_pyfunction!(dense, m)?)?;
     m.add_function(wrap_pyfunction!(inspect, m)?)?;
+    m.add_function(wrap_pyfunction!(stream, m)?)?;
     m.add_class::<ArrowStream>()?;
+    m.add_class::<Stream>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

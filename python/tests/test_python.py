@@ -190,3 +190,64 @@ def test_torch_cpu_tensors_are_read_like_numpy_arrays():
     torch = pytest.importorskip("torch")
     a = np.load(ATTN)
     same(af.topk(torch.from_numpy(a), k=3, layers=[0, 5]), af.topk(a, k=3, layers="0,5"))
+
+
+def saved_batches(d: Path, n: int):
+    """n batches of random attention (2 rows each, lengths varying), saved as files too."""
+    (d / "attn").mkdir(parents=True)
+    (d / "tokens").mkdir()
+    rng = np.random.default_rng(3)
+    batches = []
+    for i in range(n):
+        s = 5 + 2 * i
+        a = rng.random((2, 2, 3, s, s), dtype=np.float32)
+        a /= a.sum(-1, keepdims=True)
+        tokens = [[f"w{i}_{r}_{p}" for p in range(s)] for r in range(2)]
+        np.save(d / "attn" / f"b{i}.npy", a)
+        (d / "tokens" / f"b{i}.json").write_text(json.dumps(tokens))
+        batches.append((a, tokens))
+    return batches
+
+
+@pytest.mark.parametrize("command,options", [
+    ("topk", {"k": 3}), ("received", {"normalize": "minmax"}), ("headstats", {}),
+])
+def test_stream_equals_the_cli_dataset_run(tmp_path, command, options):
+    batches = saved_batches(tmp_path, 3)
+    with af.stream(command, **options) as s:
+        for a, tokens in batches:
+            s.add(a, tokens=tokens)
+    flags = [x for k, v in options.items() for x in (("-k", v) if k == "k" else (f"--{k}", v))]
+    want = cli(tmp_path, command, "--attn", *sorted((tmp_path / "attn").glob("*.npy")),
+               "--tokens-dir", tmp_path / "tokens", "--example-id-from", "index", *flags)
+    same(s.result, want)
+    assert s.result["example_id"].unique(maintain_order=True).to_list()[:2] == ["0:0", "0:1"]
+
+
+def test_stream_to_a_dataset_and_failure_leaves_nothing(tmp_path):
+    batches = saved_batches(tmp_path, 2)
+    out = tmp_path / "ds"
+    with af.stream("topk", k=2, out=str(out) + "/", partition_by=["layer"]) as s:
+        for i, (a, tokens) in enumerate(batches):
+            s.add(torch_or_numpy(a), tokens=tokens, example_ids=[f"ex{i}a", f"ex{i}b"])
+    assert (out / "_SUCCESS").exists()
+    rows = duckdb.sql(f"SELECT DISTINCT example_id FROM read_parquet('{out}/**/*.parquet') ORDER BY 1").fetchall()
+    assert [r[0] for r in rows] == ["ex0a", "ex0b", "ex1a", "ex1b"]
+    with pytest.raises(RuntimeError):
+        with af.stream("topk", k=2, out=tmp_path / "t.parquet") as s:
+            s.add(batches[0][0])
+            raise RuntimeError("the model failed")
+    assert not list(tmp_path.glob("t.parquet*")) and not list(tmp_path.glob(".t.parquet*"))
+    with pytest.raises(ValueError, match="^example_ids: 1 ids for a batch of 2 rows$"):
+        with af.stream("received") as s:
+            s.add(batches[0][0], example_ids=["one"])
+    with pytest.raises(TypeError, match="unexpected keyword argument 'tokens'"):
+        af.stream("topk", tokens=["a"])
+
+
+def torch_or_numpy(a):
+    try:
+        import torch
+    except ImportError:
+        return a
+    return torch.from_numpy(a)

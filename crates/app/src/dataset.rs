@@ -19,10 +19,10 @@ use crate::progress::{Progress, Quiet};
 
 /// The frames of one input file, in order, the frame's schema when it has no rows, and the
 /// file's dimensions.
-struct FileFrames {
-    frames: Vec<DataFrame>,
-    empty: DataFrame,
-    dims: Dims,
+pub(crate) struct FileFrames {
+    pub frames: Vec<DataFrame>,
+    pub empty: DataFrame,
+    pub dims: Dims,
 }
 
 /// One example file and the base of its `example_id`.
@@ -131,38 +131,12 @@ pub(crate) fn run(
     };
     let d = r.dataset;
     let shard = d.shard.as_deref().map(Shard::parse).transpose()?;
-    let to_directory = directory_output(r.output);
-    if to_directory.is_none() && (shard.is_some() || !d.partition_by.is_empty()) {
-        return Err(Error::usage(
-            "--partition-by and --shard write a dataset: give a directory, -o DIR/",
-        ));
-    }
+    check_directory_options(r.output, d, shard)?;
     let files = example_files(&r.input.attn, d.example_id_from)?;
     let meta = metadata(&r, files.len(), shard);
-    let mut out = if let Some(dir) = to_directory {
-        let mut sink = sink_options(r.output);
-        sink.metadata_json = meta;
-        Output::Dataset(DatasetSink::create(
-            Path::new(dir),
-            frame_sink::DatasetOptions {
-                partition_by: d.partition_by.clone(),
-                max_rows_per_file: d.max_rows_per_file,
-                shard,
-                sink,
-            },
-        )?)
-    } else {
-        let mut main = MainOutput::open(r.output)?;
-        main.sink.set_metadata(meta);
-        Output::File(main)
-    };
+    let mut writer = DatasetWriter::create(r.output, d, shard, meta)?;
     let mine = &files[shard.map_or(0..files.len(), |s| s.range(files.len()))];
     progress.start(mine.len() as u64, "files");
-    let mut written = Written {
-        rows: 0,
-        files: 0,
-        empty: None,
-    };
     // A window of files at a time: every core busy, a bounded number of files' frames held.
     // The frames of one window are written while the next window is analysed.
     let window = 2 * rayon::current_num_threads();
@@ -175,66 +149,135 @@ pub(crate) fn run(
                     .map(|f| with_private_dictionaries(|| per_file(&file_input(r.input, d, f)?)))
                     .collect()
             },
-            || {
-                write_window(
-                    std::mem::take(&mut ready),
-                    &mut out,
-                    &mut written,
-                    d,
-                    progress,
-                )
-            },
+            || write_window(std::mem::take(&mut ready), &mut writer, progress),
         );
         wrote?;
         ready = chunk.iter().zip(results).collect();
     }
-    write_window(ready, &mut out, &mut written, d, progress)?;
-    let empty = written.empty.unwrap_or_default();
-    let frames = match out {
-        Output::File(s) => s.finish(&empty)?,
-        Output::Dataset(s) => {
-            s.finish(&empty)?;
-            Frames::default()
-        }
-    };
+    write_window(ready, &mut writer, progress)?;
+    let frames = writer.finish()?;
     progress.finish();
     Ok(frames)
-}
-
-/// What has been written so far: rows, and the first file's schema.
-struct Written {
-    rows: u64,
-    files: u64,
-    empty: Option<DataFrame>,
 }
 
 /// Writes the frames of a window of files, in list order, each with its `example_id`.
 fn write_window(
     ready: Vec<(&ExampleFile, Result<FileFrames>)>,
-    out: &mut Output,
-    written: &mut Written,
-    d: &DatasetOptions,
+    writer: &mut DatasetWriter,
     progress: &dyn Progress,
 ) -> Result<()> {
     for (file, result) in ready {
         let frames = result?;
-        if written.empty.is_none() {
-            if let Output::Dataset(s) = out {
-                s.set_key_widths(&key_widths(&d.partition_by, &frames.dims));
-            }
-            let empty = adopt_dictionaries(frames.empty.clone())?;
-            written.empty = Some(with_example_id(empty, &file.id, 1)?);
-        }
-        for df in frames.frames {
-            written.rows += df.height() as u64;
-            let df = adopt_dictionaries(df)?;
-            out.write(&with_example_id(df, &file.id, frames.dims.batch)?)?;
-        }
-        written.files += 1;
-        progress.set(written.files);
-        progress.message(&format!("{} rows", written.rows));
+        let labels = example_labels(&file.id, frames.dims.batch);
+        writer.write_example(&file.id, &labels, frames)?;
+        progress.set(writer.examples);
+        progress.message(&format!("{} rows", writer.rows));
     }
     Ok(())
+}
+
+/// The frames of many examples written to one output, each with its `example_id`: a file
+/// (or memory), or a dataset directory.
+pub(crate) struct DatasetWriter {
+    out: Output,
+    partition_by: Vec<String>,
+    /// Examples (files or batches) and rows written so far.
+    pub examples: u64,
+    pub rows: u64,
+    /// The first example's schema, for an output with no rows.
+    empty: Option<DataFrame>,
+}
+
+impl DatasetWriter {
+    /// A writer to `output`: a dataset directory (partitioned, one shard of it) or a file,
+    /// every part carrying `meta`.
+    pub fn create(
+        output: &OutputOptions,
+        d: &DatasetOptions,
+        shard: Option<Shard>,
+        meta: String,
+    ) -> Result<DatasetWriter> {
+        let out = if let Some(dir) = directory_output(output) {
+            let mut sink = sink_options(output);
+            sink.metadata_json = meta;
+            Output::Dataset(DatasetSink::create(
+                Path::new(dir),
+                frame_sink::DatasetOptions {
+                    partition_by: d.partition_by.clone(),
+                    max_rows_per_file: d.max_rows_per_file,
+                    shard,
+                    sink,
+                },
+            )?)
+        } else {
+            check_directory_options(output, d, shard)?;
+            let mut main = MainOutput::open(output)?;
+            main.sink.set_metadata(meta);
+            Output::File(main)
+        };
+        Ok(DatasetWriter {
+            out,
+            partition_by: d.partition_by.clone(),
+            examples: 0,
+            rows: 0,
+            empty: None,
+        })
+    }
+
+    /// Writes one example's frames (made under private token dictionaries), `labels` its
+    /// `example_id` per batch row; `id` is the example's own (the schema's one label).
+    pub fn write_example(&mut self, id: &str, labels: &[String], frames: FileFrames) -> Result<()> {
+        if self.empty.is_none() {
+            if let Output::Dataset(s) = &mut self.out {
+                s.set_key_widths(&key_widths(&self.partition_by, &frames.dims));
+            }
+            let empty = adopt_dictionaries(frames.empty.clone())?;
+            self.empty = Some(with_example_id(empty, &[id.to_string()])?);
+        }
+        for df in frames.frames {
+            self.rows += df.height() as u64;
+            let df = adopt_dictionaries(df)?;
+            self.out.write(&with_example_id(df, labels)?)?;
+        }
+        self.examples += 1;
+        Ok(())
+    }
+
+    /// Finishes the output; the frames kept in memory when it goes there.
+    pub fn finish(self) -> Result<Frames> {
+        let empty = self.empty.unwrap_or_default();
+        match self.out {
+            Output::File(s) => s.finish(&empty),
+            Output::Dataset(s) => {
+                s.finish(&empty)?;
+                Ok(Frames::default())
+            }
+        }
+    }
+}
+
+/// Partitions and shards are a dataset directory's.
+fn check_directory_options(
+    output: &OutputOptions,
+    d: &DatasetOptions,
+    shard: Option<Shard>,
+) -> Result<()> {
+    if directory_output(output).is_none() && (shard.is_some() || !d.partition_by.is_empty()) {
+        return Err(Error::usage(
+            "--partition-by and --shard write a dataset: give a directory, -o DIR/",
+        ));
+    }
+    Ok(())
+}
+
+/// The `example_id` of each batch row of an example: its id, or `id:batch` when it holds
+/// several batch rows.
+pub(crate) fn example_labels(id: &str, batch_rows: usize) -> Vec<String> {
+    if batch_rows > 1 {
+        (0..batch_rows).map(|b| format!("{id}:{b}")).collect()
+    } else {
+        vec![id.to_string()]
+    }
 }
 
 /// The input list: each `--attn` value, a glob expanded in sorted order.
@@ -336,16 +379,13 @@ fn file_input(a: &InputOptions, d: &DatasetOptions, f: &ExampleFile) -> Result<I
     }
 }
 
-/// `example_id` as the first column: the id, or `id:batch` when the file holds several batch
-/// rows.
-fn with_example_id(mut df: DataFrame, id: &str, batch_rows: usize) -> Result<DataFrame> {
-    let column = if batch_rows > 1 {
-        let labels: Vec<String> = (0..batch_rows).map(|b| format!("{id}:{b}")).collect();
+/// `example_id` as the first column: `labels[batch]` for each row.
+fn with_example_id(mut df: DataFrame, labels: &[String]) -> Result<DataFrame> {
+    let column = if labels.len() > 1 {
         let batch: Vec<u32> = df.column("batch")?.u32()?.into_no_null_iter().collect();
-        LabelColumn::new("example_id", &labels)?.column(batch.iter().map(|&b| b as usize))
+        LabelColumn::new("example_id", labels)?.column(batch.iter().map(|&b| b as usize))
     } else {
-        LabelColumn::new("example_id", &[id.to_string()])?
-            .column(std::iter::repeat_n(0, df.height()))
+        LabelColumn::new("example_id", labels)?.column(std::iter::repeat_n(0, df.height()))
     };
     df.insert_column(0, column)?;
     Ok(df)

@@ -27,7 +27,7 @@
 //!
 //! Work runs on the current rayon pool; [`with_threads`] runs it on a pool of its own.
 
-mod commands;
+pub(crate) mod commands;
 mod dataset;
 mod error;
 mod input;
@@ -35,6 +35,7 @@ mod metadata;
 pub mod options;
 mod output;
 mod progress;
+mod stream;
 
 pub use commands::cluster::cluster;
 pub use commands::compare::compare;
@@ -53,6 +54,7 @@ pub use ingest::TensorSummary;
 pub use options::*;
 pub use output::Frames;
 pub use progress::{Progress, Quiet};
+pub use stream::{FrameStream, StreamCommand};
 
 /// Runs `work` on a rayon pool of `threads` workers (all cores when None); the output of
 /// every command is the same for any number.

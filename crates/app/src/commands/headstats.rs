@@ -2,7 +2,8 @@
 
 use headstats::{distance_frame, head_distances, head_stats, stats_frame, TokenClasses};
 use ingest::RowSource;
-use serde_json::json;
+use polars::prelude::DataFrame;
+use serde_json::{json, Value};
 
 use crate::dataset::{self, DatasetRun};
 use crate::error::{Error, Result};
@@ -19,22 +20,40 @@ use crate::progress::Progress;
 ///
 /// # Errors
 /// `Usage` for `pairs` over a dataset; `BadInput`, `Io` as [`topk`](crate::topk).
+/// The token classes whose mass `options` counts.
+pub(crate) fn token_classes(options: &HeadstatsOptions) -> TokenClasses {
+    TokenClasses {
+        cls: options.cls_tokens.clone(),
+        sep: options.sep_tokens.clone(),
+        punct: options.punct_tokens.clone(),
+    }
+}
+
+pub(crate) fn headstats_metadata(input: &InputOptions, options: &HeadstatsOptions) -> Value {
+    let mut meta = selection_options(input);
+    meta["cls_tokens"] = json!(options.cls_tokens);
+    meta["sep_tokens"] = json!(options.sep_tokens);
+    meta["punct_tokens"] = json!(options.punct_tokens);
+    meta["sink_threshold"] = json!(options.sink_threshold);
+    meta
+}
+
+/// The headstats frame of `rows`.
+pub(crate) fn stats_of(rows: &Rows<'_>, options: &HeadstatsOptions) -> Result<DataFrame> {
+    Ok(stats_frame(&head_stats(
+        rows,
+        &token_classes(options),
+        options.sink_threshold,
+    )?)?)
+}
+
 pub fn headstats(
     input: &InputOptions,
     options: &HeadstatsOptions,
     output: &OutputOptions,
     progress: &dyn Progress,
 ) -> Result<Frames> {
-    let classes = TokenClasses {
-        cls: options.cls_tokens.clone(),
-        sep: options.sep_tokens.clone(),
-        punct: options.punct_tokens.clone(),
-    };
-    let mut meta_options = selection_options(input);
-    meta_options["cls_tokens"] = json!(classes.cls);
-    meta_options["sep_tokens"] = json!(classes.sep);
-    meta_options["punct_tokens"] = json!(classes.punct);
-    meta_options["sink_threshold"] = json!(options.sink_threshold);
+    let meta_options = headstats_metadata(input, options);
     if dataset::is_dataset_run(input, output, &options.dataset) {
         if options.pairs.is_some() {
             return Err(Error::usage(
@@ -43,7 +62,7 @@ pub fn headstats(
         }
         let run = DatasetRun::new("headstats", input, output, &options.dataset, meta_options);
         return dataset::run(run, progress, |rows, frames| {
-            let stats = stats_frame(&head_stats(rows, &classes, options.sink_threshold)?)?;
+            let stats = stats_of(rows, options)?;
             let empty = stats.clear();
             frames.push(stats);
             Ok(empty)
@@ -53,7 +72,7 @@ pub fn headstats(
     let pairs_sink = open_extra_sink(&options.pairs, output)?;
     let source = open_source(input, progress)?;
     let rows = Rows::of(&source, input)?;
-    let stats = stats_frame(&head_stats(&rows, &classes, options.sink_threshold)?)?;
+    let stats = stats_of(&rows, options)?;
     let meta = metadata("headstats", input, &source, meta_options);
     if let (Some(sink), Some(first)) = (pairs_sink, rows.slabs().first()) {
         let pairs = distance_frame(&head_distances(&rows, first.batch)?)?;

@@ -28,11 +28,7 @@ pub fn received(
     if options.k == Some(0) {
         return Err(Error::usage("-k must be at least 1"));
     }
-    let analysis = topk_frames::ReceivedOptions {
-        normalize: options.normalize,
-        reduce: options.reduce,
-        k: options.k.map(|k| k as usize),
-    };
+    let analysis = analysis_options(options);
     let meta_options = received_metadata(input, &analysis);
     if dataset::is_dataset_run(input, output, &options.dataset) {
         let run = DatasetRun::new("received", input, output, &options.dataset, meta_options);
@@ -50,7 +46,16 @@ pub fn received(
     out.write_all(&meta, &[df])
 }
 
-fn received_metadata(input: &InputOptions, o: &topk_frames::ReceivedOptions) -> Value {
+/// The analysis crate's options of `options`.
+pub(crate) fn analysis_options(options: &ReceivedOptions) -> topk_frames::ReceivedOptions {
+    topk_frames::ReceivedOptions {
+        normalize: options.normalize,
+        reduce: options.reduce,
+        k: options.k.map(|k| k as usize),
+    }
+}
+
+pub(crate) fn received_metadata(input: &InputOptions, o: &topk_frames::ReceivedOptions) -> Value {
     let mut options = selection_options(input);
     options["normalize"] = json!(format!("{:?}", o.normalize).to_lowercase());
     options["reduce"] = json!(format!("{:?}", o.reduce).to_lowercase());
@@ -58,7 +63,7 @@ fn received_metadata(input: &InputOptions, o: &topk_frames::ReceivedOptions) -> 
     options
 }
 
-fn received_of(rows: &Rows<'_>, o: topk_frames::ReceivedOptions) -> Result<DataFrame> {
+pub(crate) fn received_of(rows: &Rows<'_>, o: topk_frames::ReceivedOptions) -> Result<DataFrame> {
     let tokens = token_dictionary(rows)?;
     with_pieces(received_frame(rows, tokens.as_ref(), o)?, &rows.spans())
 }

@@ -46,7 +46,7 @@ pub fn topk(
     out.finish(&empty)
 }
 
-fn topk_metadata(input: &InputOptions, o: &TopkOptions) -> Value {
+pub(crate) fn topk_metadata(input: &InputOptions, o: &TopkOptions) -> Value {
     let mut options = selection_options(input);
     options["k"] = json!((!o.all).then_some(o.k));
     options["all"] = json!(o.all);
@@ -55,7 +55,7 @@ fn topk_metadata(input: &InputOptions, o: &TopkOptions) -> Value {
 }
 
 /// Puts the top-k frames of `rows` to `out`; returns the frame's schema (no rows).
-fn topk_into(
+pub(crate) fn topk_into(
     rows: &Rows<'_>,
     o: &TopkOptions,
     output: &OutputOptions,
