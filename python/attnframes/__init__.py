@@ -59,11 +59,20 @@ def _array_or_path(value):
 
 
 def _selection(value):
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, (list, tuple, range)):
-        return ",".join(str(int(v)) for v in value)
-    return str(value)
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "__iter__"):
+        return ",".join(str(_index(v)) for v in value)
+    return str(_index(value))
+
+
+def _index(value):
+    import operator
+
+    i = operator.index(value)
+    if i < 0:
+        raise ValueError(f"{i} is negative; indices count from 0")
+    return i
 
 
 def _strings(value):
@@ -271,12 +280,15 @@ def _tokens(value, group):
         lists = [list(map(str, r)) for r in value] if value and not isinstance(value[0], str) \
             else [list(map(str, value))]
         group["token_lists"] = lists
-    else:
+        return
+    try:
         group["tokens"] = _os.fspath(value)
+    except TypeError as e:
+        raise TypeError(f"tokens: a file or a list of strings (or of lists), not {e}") from None
 
 
 # A CLI flag in a message (`--attention-mask`, `-k`, `-o`) and the parameter it is here.
-_FLAG = _re.compile(r"(?<![\w/.-])(--[a-z][a-z0-9]*(?:-[a-z0-9]+)*|-[ko](?![\w-]))")
+_FLAG = _re.compile(r"(?<![\w.-])(--[a-z][a-z0-9]*(?:-[a-z0-9]+)*|-[ko](?![\w-]))")
 
 
 def _python_names(message):
@@ -293,7 +305,7 @@ def _run(command, arguments):
     if command.first.group == "input":
         groups["input"].update(_attn_input(first))
     else:
-        groups["options"][command.first.name] = command.first.convert(first)
+        groups["options"][command.first.name] = _converted(command.first, first)
     for p in command.params:
         value = arguments[p.name]
         if value is None or value is _REQUIRED:
@@ -301,12 +313,20 @@ def _run(command, arguments):
         if p.name == "tokens" and p.group == "input":
             _tokens(value, groups["input"])
             continue
-        groups[p.group][p.name] = value if p.convert is None else p.convert(value)
+        groups[p.group][p.name] = value if p.convert is None else _converted(p, value)
     try:
         result = command.call(groups)
     except (ValueError, OSError, TypeError) as e:
         raise type(e)(_python_names(str(e))) from None
     return _finish(result, groups["python"].get("as_arrow", False))
+
+
+def _converted(p, value):
+    """``p.convert(value)``, with a message that names the parameter."""
+    try:
+        return p.convert(value)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{p.name}: {e}") from None
 
 
 def _finish(result, as_arrow):
@@ -341,9 +361,10 @@ _WRITTEN = ("None", "The file is written atomically: it appears whole or not at 
 
 _COMMANDS = [
     _Command("topk", "For every (batch, layer, head, query) the k highest-scoring keys.\n\n"
-             "Columns: batch u32, layer u16, head u16, query_position u32, query_token, rank u32 "
-             "(1-based; ties go to the lower position), position u32 (the key), token, score f32; "
-             "tokens dictionary-encoded, null without tokens; ``example_id`` first for a dataset.",
+             "Columns: batch u32, layer u16, head u16, query_position u32, query_token, position u32 "
+             "(the key), token, rank u32 (1-based; ties go to the lower position), score f32; "
+             "tokens dictionary-encoded, null without tokens; ``example_id`` first for a dataset; "
+             "with ``words``, first_piece/last_piece u32 after each position column.",
              _ATTN, [
                  _Param("k", 10, "int", "Keys per query, at least 1, clamped to the valid keys."),
                  _Param("all", False, "bool", "Rank every valid key (overrides ``k``)."),
@@ -376,9 +397,9 @@ _COMMANDS = [
                         "Also write the head × head Jensen–Shannon distances of the first batch row "
                         "here.", "options", _path),
              ] + _INPUT + _DATASET + _OUTPUT + _THREADS, _FRAME_OUT, _frames(_native.headstats)),
-    _Command("similarity", "Attention against token attributions: cosine variants, Spearman and "
-             "Kendall rank correlations (scipy's conventions) and top-set overlap, per batch row "
-             "and scope (each head, each layer's mean, the mean of all).",
+    _Command("similarity", "Attention against token attributions: cosine variants, Spearman, "
+             "Pearson and Kendall tau-b (scipy's conventions) and the Jaccard overlap of the top "
+             "sets, per batch row and scope (each head, each layer's mean, the mean of all).",
              _ATTN_ONE, [
                  _Param("attributions", _REQUIRED, _ARRAY_OR_PATH,
                         "(B, S) or (S,) float token attributions, e.g. captum's summed over the "
@@ -426,7 +447,7 @@ _COMMANDS = [
              ] + _FIGURE + _INPUT + _OUTPUT + _THREADS, _FRAME_OUT, _frames(_native.compare)),
     _Command("cluster", "KMeans (k-means++, scikit-learn's convergence) on the valid attention rows "
              "of one head, for each k; the chosen k has the highest silhouette.\n\n"
-             "Columns: rows, batch, layer, head, query_position u32, query_token, cluster u32.",
+             "Columns: batch, layer, head, rows, query_position u32, query_token, cluster u32.",
              _ATTN_ONE, [
                  _Param("layer", _REQUIRED, "int", "Layer of the clustered head."),
                  _Param("head", _REQUIRED, "int", "Head of the clustered head."),
@@ -559,8 +580,8 @@ class Stream:
             if name == "tokens":
                 _tokens(value, group)
             else:
-                convert = params[name].convert
-                group[name] = value if convert is None else convert(value)
+                p = params[name]
+                group[name] = value if p.convert is None else _converted(p, value)
         ids = None if example_ids is None else [str(i) for i in example_ids]
         try:
             self._native.add(group, ids)

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use attnframes_app as app;
-use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyOverflowError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyDict};
 
@@ -91,7 +91,12 @@ impl<'py> Options<'_, 'py> {
             Some(v) if v.is_none() => Ok(None),
             Some(v) => v.extract::<T>().map(Some).map_err(|e| {
                 let e: PyErr = e.into();
-                PyTypeError::new_err(format!("{key}: {e}"))
+                // A negative or too large integer is a bad value, not a bad type.
+                if e.is_instance_of::<PyOverflowError>(v.py()) {
+                    PyValueError::new_err(format!("{key}: {v} is out of range"))
+                } else {
+                    PyTypeError::new_err(format!("{key}: {e}"))
+                }
             }),
         }
     }

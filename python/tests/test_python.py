@@ -251,3 +251,22 @@ def torch_or_numpy(a):
     except ImportError:
         return a
     return torch.from_numpy(a)
+
+
+def test_values_found_by_trying_the_package_as_a_user():
+    with pytest.raises(ValueError, match="^input_ids needs vocab$"):
+        af.topk(ATTN, input_ids=FIX / "input_ids.npy")
+    same(af.topk(ATTN, k=2, layers=np.array([0, 1])), af.topk(ATTN, k=2, layers="0,1"))
+    with pytest.raises(ValueError, match="^layers: -1 is negative"):
+        af.topk(ATTN, layers=[-1])
+    with pytest.raises(ValueError, match="^k: -1 is out of range$"):
+        af.topk(ATTN, k=-1)
+    with pytest.raises(TypeError, match="^tokens: "):
+        af.topk(ATTN, tokens=5)
+    with pytest.raises(ValueError, match="^row_group_size must be at least 1$"):
+        af.topk(ATTN, row_group_size=0)
+    with pytest.raises(ValueError, match="^max_detail 0 is not within 16 and 4096$"):
+        af.view(ATTN, out="v.html", max_detail=0)
+    lf = ROOT / "tests" / "fixtures" / "longformer_single"
+    with pytest.raises(ValueError, match="^global_attn/sliding_window: "):
+        af.topk([lf / "attentions.npy"] * 2, global_attn=lf / "global_attentions.npy")

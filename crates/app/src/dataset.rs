@@ -115,7 +115,7 @@ pub(crate) fn run(
     }
     if r.input.attn_array.is_some() {
         return Err(Error::usage(
-            "a dataset reads files: give attention paths, not an array",
+            "a dataset (a directory output, partitions, shards) is made from attention files; write an array to a file or to memory, or add arrays to a stream",
         ));
     }
     let per_file = |args: &InputOptions| {

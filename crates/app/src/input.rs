@@ -225,6 +225,9 @@ pub(crate) fn open_source(a: &InputOptions, progress: &dyn Progress) -> Result<S
     if a.vocab.is_some() && a.input_ids.is_none() {
         return Err(Error::usage("--vocab needs --input-ids (or --tokens-dir)"));
     }
+    if a.input_ids.is_some() && a.vocab.is_none() && a.token_lists.is_none() && a.tokens.is_none() {
+        return Err(Error::usage("--input-ids needs --vocab"));
+    }
     let opts = source_options(a);
     let source = if a.longformer() {
         Source::Longformer(SlidingWindowAttention::open(

@@ -45,6 +45,9 @@ impl MainOutput {
     /// Creates the sink first, so that output problems (a missing directory, stdout without
     /// a format) are reported before any input is read.
     pub fn open(o: &OutputOptions) -> Result<MainOutput> {
+        if o.row_group_size == 0 {
+            return Err(Error::usage("--row-group-size must be at least 1"));
+        }
         match &o.destination {
             Destination::Memory => {
                 let capture = FrameCapture::default();

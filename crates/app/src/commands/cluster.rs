@@ -48,6 +48,12 @@ pub fn cluster(
     if a.n_init == 0 {
         return Err(Error::usage("--n-init must be at least 1"));
     }
+    if a.coefs.is_some() && !(a.svm_c > 0.0 && a.svm_c.is_finite()) {
+        return Err(Error::usage(format!(
+            "--svm-c {} must be a positive number",
+            a.svm_c
+        )));
+    }
     let (k_min, k_max) = parse_k_range(&a.k_range)?;
     let plot_format = a
         .plot

@@ -93,7 +93,7 @@ pub(crate) fn figure_options(f: &FigureStyle) -> Result<FigureOptions> {
     }
     if !(25..=600).contains(&f.dpi) {
         return Err(Error::usage(format!(
-            "--dpi {} is not within 25..=600",
+            "--dpi {} is not within 25 and 600",
             f.dpi
         )));
     }

@@ -25,14 +25,17 @@ use crate::progress::Progress;
 /// [`topk`](crate::topk).
 pub fn view(input: &InputOptions, a: &ViewOptions, progress: &dyn Progress) -> Result<()> {
     no_words(input, "view")?;
-    if !(1..=1000).contains(&a.k) {
-        return Err(Error::usage(format!("-k {} is not within 1..=1000", a.k)));
-    }
-    if !(8..=256).contains(&a.thumbnail) {
-        return Err(Error::usage(format!(
-            "--thumbnail {} is not within 8..=256",
-            a.thumbnail
-        )));
+    for (name, value, lo, hi) in [
+        ("-k", a.k, 1, 1000),
+        ("--thumbnail", a.thumbnail, 8, 256),
+        ("--max-detail", a.max_detail, 16, 4096),
+        ("--detail-kib", a.detail_kib, 1, 65536),
+    ] {
+        if !(lo..=hi).contains(&value) {
+            return Err(Error::usage(format!(
+                "{name} {value} is not within {lo} and {hi}"
+            )));
+        }
     }
     let ext = a
         .output
