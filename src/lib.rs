@@ -106,6 +106,8 @@ where
         Err(e) => match e.kind() {
             // The reader of stdout stopped reading (`… | head`): nothing went wrong here.
             ErrorKind::ClosedPipe => 0,
+            // Only a caller's Progress interrupts; the CLI's signals exit in their own thread.
+            ErrorKind::Interrupted => 130,
             kind => {
                 eprintln!("error: {}", e.to_string().replace('\n', " "));
                 if kind == ErrorKind::Usage {

@@ -15,6 +15,8 @@
 
 use std::ffi::CStr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::Arc;
 
 use attnframes_app as app;
@@ -274,27 +276,72 @@ fn raise(e: app::Error) -> PyErr {
     }
 }
 
-/// Runs `work` without the GIL on a pool of `threads` workers; frames come back as a stream.
+/// The progress of a Python call: nothing shown; cancelled once Ctrl-C reached the caller.
+#[derive(Default)]
+struct Interruptible(AtomicBool);
+
+impl app::Progress for Interruptible {
+    fn cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs `work` on a thread of its own, without the GIL, on a pool of `threads` workers.
+/// Meanwhile this thread checks Python's signals every 50 ms: Ctrl-C asks the work to stop
+/// after its current unit (a slab, a file, a layer) and raises `KeyboardInterrupt` once it has.
+fn interruptible<T: Send>(
+    py: Python<'_>,
+    threads: Option<usize>,
+    work: impl FnOnce(&dyn app::Progress) -> app::Result<T> + Send,
+) -> PyResult<T> {
+    let progress = Interruptible::default();
+    let (done, result) = std::sync::mpsc::channel();
+    let result = std::sync::Mutex::new(result);
+    std::thread::scope(|scope| {
+        let progress = &progress;
+        scope.spawn(move || {
+            let _ = done.send(app::with_threads(threads, || work(progress)).and_then(|r| r));
+        });
+        let mut signal = None;
+        loop {
+            let waited = py.detach(|| {
+                let result = result.lock().unwrap_or_else(|e| e.into_inner());
+                result.recv_timeout(std::time::Duration::from_millis(50))
+            });
+            match waited {
+                Ok(outcome) => {
+                    return match signal {
+                        Some(interrupt) => Err(interrupt),
+                        None => outcome.map_err(raise),
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) if signal.is_none() => {
+                    if let Err(interrupt) = py.check_signals() {
+                        progress.0.store(true, Ordering::Relaxed);
+                        signal = Some(interrupt);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(PyValueError::new_err(
+                        "internal: the command's thread stopped",
+                    ))
+                }
+            }
+        }
+    })
+}
+
+/// Runs a frame command interruptibly; frames come back as a stream.
 fn frames(
     py: Python<'_>,
     threads: Option<usize>,
-    work: impl FnOnce() -> app::Result<app::Frames> + Send,
+    work: impl FnOnce(&dyn app::Progress) -> app::Result<app::Frames> + Send,
 ) -> PyResult<Option<ArrowStream>> {
-    let result = py.detach(|| app::with_threads(threads, work).and_then(|r| r));
-    let chunks = result.map_err(raise)?.into_chunks();
+    let chunks = interruptible(py, threads, work)?.into_chunks();
     Ok((!chunks.is_empty()).then_some(ArrowStream {
         frames: Some(chunks),
     }))
-}
-
-/// Runs `work` (a command that writes a file) without the GIL.
-fn written(
-    py: Python<'_>,
-    threads: Option<usize>,
-    work: impl FnOnce() -> app::Result<()> + Send,
-) -> PyResult<()> {
-    py.detach(|| app::with_threads(threads, work).and_then(|r| r))
-        .map_err(raise)
 }
 
 fn threads(d: &Bound<'_, PyDict>) -> PyResult<Option<usize>> {
@@ -314,8 +361,8 @@ fn frame_command<O: Sync>(
 ) -> PyResult<Option<ArrowStream>> {
     let (inp, out) = (input_options(input)?, output_options(output)?);
     let opts = parse(&Options(options))?;
-    frames(py, threads(options)?, || {
-        command(&inp, &opts, &out, &app::Quiet)
+    frames(py, threads(options)?, |progress| {
+        command(&inp, &opts, &out, progress)
     })
 }
 
@@ -450,7 +497,7 @@ fn compare(
         head: o.get("head")?,
         figure: figure_style(options)?,
     };
-    frames(py, threads(options)?, || app::compare(&inp, &opts, &out))
+    frames(py, threads(options)?, |_| app::compare(&inp, &opts, &out))
 }
 
 #[pyfunction]
@@ -498,8 +545,8 @@ fn melt(
         axes: o.or("axes", Vec::new())?,
         tokens: o.path("tokens")?,
     };
-    frames(py, threads(options)?, || {
-        app::melt(&opts, &out, &app::Quiet)
+    frames(py, threads(options)?, |progress| {
+        app::melt(&opts, &out, progress)
     })
 }
 
@@ -518,8 +565,8 @@ fn plot(py: Python<'_>, input: &Bound<'_, PyDict>, options: &Bound<'_, PyDict>) 
         block: o.get("block")?,
         text: o.or("text", false)?,
     };
-    written(py, threads(options)?, || {
-        app::plot(&inp, &opts, &app::Quiet)
+    interruptible(py, threads(options)?, |progress| {
+        app::plot(&inp, &opts, progress)
     })
 }
 
@@ -537,8 +584,8 @@ fn view(py: Python<'_>, input: &Bound<'_, PyDict>, options: &Bound<'_, PyDict>) 
         detail_kib: o.or("detail_kib", defaults.detail_kib)?,
         title: o.get("title")?,
     };
-    written(py, threads(options)?, || {
-        app::view(&inp, &opts, &app::Quiet)
+    interruptible(py, threads(options)?, |progress| {
+        app::view(&inp, &opts, progress)
     })
 }
 
@@ -547,8 +594,8 @@ fn dense(py: Python<'_>, input: &Bound<'_, PyDict>, options: &Bound<'_, PyDict>)
     let o = Options(options);
     let inp = input_options(input)?;
     let out: String = o.or("out", String::new())?;
-    written(py, threads(options)?, || {
-        app::dense(&inp, &out, &app::Quiet)
+    interruptible(py, threads(options)?, |progress| {
+        app::dense(&inp, &out, progress)
     })
 }
 
@@ -583,7 +630,7 @@ impl Stream {
         let stream = inner
             .as_mut()
             .ok_or_else(|| PyValueError::new_err("this stream is closed"))?;
-        written(py, self.threads, || {
+        interruptible(py, self.threads, |_| {
             stream.add(batch, example_ids.as_deref())
         })
     }
@@ -594,7 +641,7 @@ impl Stream {
             .inner()
             .take()
             .ok_or_else(|| PyValueError::new_err("this stream is closed"))?;
-        frames(py, self.threads, || stream.finish())
+        frames(py, self.threads, |_| stream.finish())
     }
 
     /// Drops the stream unfinished: nothing it wrote is left.

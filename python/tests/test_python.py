@@ -270,3 +270,23 @@ def test_values_found_by_trying_the_package_as_a_user():
     lf = ROOT / "tests" / "fixtures" / "longformer_single"
     with pytest.raises(ValueError, match="^global_attn/sliding_window: "):
         af.topk([lf / "attentions.npy"] * 2, global_attn=lf / "global_attentions.npy")
+
+
+def test_ctrl_c_stops_a_long_call_and_leaves_nothing(tmp_path):
+    import signal
+    import threading
+    import time
+
+    rng = np.random.default_rng(5)
+    a = rng.random((4, 1, 12, 512, 512), dtype=np.float32)
+    out = tmp_path / "all.parquet"
+    t0 = time.perf_counter()
+    af.topk(a, all=True, threads=1, row_group_size=50_000)
+    whole = time.perf_counter() - t0
+    timer = threading.Timer(whole / 4, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        af.topk(a, all=True, threads=1, row_group_size=50_000, out=out)
+    assert time.perf_counter() - t0 < whole
+    assert list(tmp_path.iterdir()) == []

@@ -15,7 +15,7 @@ use crate::input::{open_source, Rows};
 use crate::metadata::{input_paths, metadata_json, path_str};
 use crate::options::{DatasetOptions, Destination, ExampleIdFrom, InputOptions, OutputOptions};
 use crate::output::{sink_options, Frames, MainOutput};
-use crate::progress::{Progress, Quiet};
+use crate::progress::{advance, Progress, Quiet};
 
 /// The frames of one input file, in order, the frame's schema when it has no rows, and the
 /// file's dimensions.
@@ -170,7 +170,7 @@ fn write_window(
         let frames = result?;
         let labels = example_labels(&file.id, frames.dims.batch);
         writer.write_example(&file.id, &labels, frames)?;
-        progress.set(writer.examples);
+        advance(progress, writer.examples)?;
         progress.message(&format!("{} rows", writer.rows));
     }
     Ok(())

@@ -37,6 +37,9 @@ pub enum Error {
     /// A file being written failed (a full disk, a closed directory).
     #[error("{}: {reason}", path.display())]
     Output { path: PathBuf, reason: String },
+    /// The caller asked the command to stop ([`Progress::cancelled`](crate::Progress::cancelled)).
+    #[error("interrupted")]
+    Interrupted,
     /// A broken promise inside attnframes; never the input's fault.
     #[error("internal: {0}")]
     Internal(String),
@@ -52,6 +55,8 @@ pub enum ErrorKind {
     Io,
     /// The reader of stdout went away (`… | head`): nothing went wrong here.
     ClosedPipe,
+    /// The caller stopped the command.
+    Interrupted,
 }
 
 impl Error {
@@ -65,6 +70,7 @@ impl Error {
             Error::Usage(_) | Error::Frame(topk_frames::FrameError::Usage(_)) => ErrorKind::Usage,
             Error::Sink(SinkError::Usage(_)) => ErrorKind::Usage,
             Error::Sink(SinkError::ClosedPipe) => ErrorKind::ClosedPipe,
+            Error::Interrupted => ErrorKind::Interrupted,
             Error::Sink(SinkError::Output { .. }) | Error::Output { .. } => ErrorKind::Io,
             Error::Ingest(e)
             | Error::Frame(topk_frames::FrameError::Ingest(e))

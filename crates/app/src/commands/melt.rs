@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::metadata::{metadata_json, path_str};
 use crate::options::{MeltOptions, OutputOptions};
 use crate::output::{Frames, MainOutput};
-use crate::progress::Progress;
+use crate::progress::{advance, Progress};
 
 /// Fortran-order tensors up to this size are read into memory first (one read instead of
 /// one per element).
@@ -55,7 +55,7 @@ pub fn melt(
     let empty = frames.empty()?;
     while let Some(chunk) = frames.next() {
         out.sink.write(&chunk?)?;
-        progress.set(frames.progress().0);
+        advance(progress, frames.progress().0)?;
     }
     let result = out.finish(&empty)?;
     progress.finish();

@@ -10,7 +10,7 @@ use crate::input::{open_source, token_dictionary, with_pieces, Rows};
 use crate::metadata::{metadata, selection_options};
 use crate::options::{InputOptions, OutputOptions, RolloutOptions};
 use crate::output::{open_extra_sink, Frames, MainOutput};
-use crate::progress::Progress;
+use crate::progress::{advance, Progress};
 
 /// Attention rollout (Abnar & Zuidema 2020): per layer l, J_l = Â_l · J_{l−1} with
 /// Â = 0.5·(fused heads) + 0.5·I, rows renormalised; ranked like [`topk`](crate::topk)
@@ -72,7 +72,7 @@ pub fn rollout(
     while let Some(chunk) = frames.next() {
         out.sink
             .write(&with_pieces(chunk?.drop("head")?, &spans)?)?;
-        progress.set(frames.progress().0 as u64);
+        advance(progress, frames.progress().0 as u64)?;
     }
     progress.finish();
     if let Some(mut s) = relevance_sink {

@@ -10,7 +10,7 @@ use crate::input::{open_source, token_dictionary, with_pieces, Rows};
 use crate::metadata::{metadata, selection_options};
 use crate::options::{InputOptions, OutputOptions, TopkOptions};
 use crate::output::{FrameOut, Frames, MainOutput};
-use crate::progress::{Progress, Quiet};
+use crate::progress::{advance, Progress, Quiet};
 
 /// The top-k frame of `input`: columns `batch` u32, `layer` u16, `head` u16,
 /// `query_position` u32, `query_token`, `rank` u32 (1-based; ties go to the lower position),
@@ -77,7 +77,7 @@ pub(crate) fn topk_into(
     let empty = with_pieces(frames.empty()?, &spans)?;
     while let Some(chunk) = frames.next() {
         out.put(with_pieces(chunk?, &spans)?)?;
-        progress.set(frames.progress().0 as u64);
+        advance(progress, frames.progress().0 as u64)?;
     }
     progress.finish();
     Ok(empty)
