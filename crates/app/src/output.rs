@@ -127,8 +127,12 @@ pub(crate) fn sink_options(o: &OutputOptions) -> SinkOptions {
 
 /// Writes `bytes` (a figure, a page) to `path` atomically.
 pub(crate) fn write_file(path: &str, bytes: &[u8]) -> Result<()> {
+    commit_bytes(frame_sink::AtomicOutput::create(path)?, bytes)
+}
+
+/// Writes `bytes` to `out`, created before the input was read, and renames it into place.
+pub(crate) fn commit_bytes(mut out: frame_sink::AtomicOutput, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let mut out = frame_sink::AtomicOutput::create(path)?;
     out.write_all(bytes)
         .map_err(|e| Error::from(out.error(e)))?;
     out.commit()?;

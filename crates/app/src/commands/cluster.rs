@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::input::{no_words, open_source, token_dictionary};
 use crate::metadata::{metadata, selection_options};
 use crate::options::{ClusterOptions as Options, ClusterRows, InputOptions, OutputOptions};
-use crate::output::{open_extra_sink, write_extra, Frames, MainOutput};
+use crate::output::{commit_bytes, open_extra_sink, write_extra, Frames, MainOutput};
 use crate::progress::Progress;
 
 /// The frames of one call, every row set's appended.
@@ -87,11 +87,8 @@ pub fn cluster(
     options["features"] = json!(a.features.as_ref().map(|p| p.name().display().to_string()));
     options["svm_c"] = json!(a.svm_c);
     let meta = metadata("cluster", &input_args, &source, options);
-    if let (Some(mut out), Some(bytes)) = (plot_out, &outputs.figure) {
-        use std::io::Write;
-        out.write_all(bytes)
-            .map_err(|e| Error::from(out.error(e)))?;
-        out.commit()?;
+    if let (Some(out), Some(bytes)) = (plot_out, &outputs.figure) {
+        commit_bytes(out, bytes)?;
     }
     for (sink, frames) in [(scores_sink, &outputs.scores), (coefs_sink, &outputs.coefs)] {
         if let Some(sink) = sink {

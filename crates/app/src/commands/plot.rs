@@ -6,6 +6,7 @@ use ingest::{RowSource, SlabBuffer};
 use crate::error::{Error, Result};
 use crate::input::{no_words, open_source};
 use crate::options::{FigureStyle, InputOptions, PlotOptions};
+use crate::output::commit_bytes;
 use crate::progress::Progress;
 
 enum Output {
@@ -47,7 +48,7 @@ pub fn plot(input: &InputOptions, options: &PlotOptions, progress: &dyn Progress
             "plot needs --layer and --head (or --grid, or --text)",
         ));
     }
-    let mut out = frame_sink::AtomicOutput::create(&options.output)?;
+    let out = frame_sink::AtomicOutput::create(&options.output)?;
     let one_batch = InputOptions {
         layers: options
             .layer
@@ -63,13 +64,7 @@ pub fn plot(input: &InputOptions, options: &PlotOptions, progress: &dyn Progress
         Output::Image(f) => heatmap(options, input, &source, f)?,
         text => text_heatmap(&source, text)?,
     };
-    {
-        use std::io::Write;
-        out.write_all(&bytes)
-            .map_err(|e| Error::from(out.error(e)))?;
-    }
-    out.commit()?;
-    Ok(())
+    commit_bytes(out, &bytes)
 }
 
 /// The first index of a selection such as `2`, `2-4` or `1,3` (0 without one).

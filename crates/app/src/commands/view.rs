@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::input::{file_name, no_words, open_source, Source};
 use crate::options::{InputOptions, ViewOptions};
 
+use crate::output::commit_bytes;
 use crate::progress::Progress;
 
 /// Writes one self-contained HTML page (no network) to explore `input`: a layer × head
@@ -48,16 +49,10 @@ pub fn view(input: &InputOptions, a: &ViewOptions, progress: &dyn Progress) -> R
             a.output
         )));
     }
-    let mut out = frame_sink::AtomicOutput::create(&a.output)?;
+    let out = frame_sink::AtomicOutput::create(&a.output)?;
     let source = open_source(input, progress)?;
     let html = page(a, input, &source)?;
-    {
-        use std::io::Write;
-        out.write_all(html.as_bytes())
-            .map_err(|e| Error::from(out.error(e)))?;
-    }
-    out.commit()?;
-    Ok(())
+    commit_bytes(out, html.as_bytes())
 }
 
 fn explorer_error(e: explorer::ExplorerError) -> Error {
