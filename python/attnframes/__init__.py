@@ -307,18 +307,27 @@ def _run(command, arguments):
     else:
         groups["options"][command.first.name] = _converted(command.first, first)
     for p in command.params:
-        value = arguments[p.name]
-        if value is None or value is _REQUIRED:
-            continue
-        if p.name == "tokens" and p.group == "input":
-            _tokens(value, groups["input"])
-            continue
+        _put(p, arguments[p.name], groups)
+    result = _native_call(command.call, groups)
+    return _finish(result, groups["python"].get("as_arrow", False))
+
+
+def _put(p, value, groups):
+    """``value`` of parameter ``p`` into its group (None leaves it out)."""
+    if value is None:
+        return
+    if p.name == "tokens" and p.group == "input":
+        _tokens(value, groups["input"])
+    else:
         groups[p.group][p.name] = value if p.convert is None else _converted(p, value)
+
+
+def _native_call(function, *args):
+    """``function(*args)``, its error messages naming Python parameters, not CLI flags."""
     try:
-        result = command.call(groups)
+        return function(*args)
     except (ValueError, OSError, TypeError) as e:
         raise type(e)(_python_names(str(e))) from None
-    return _finish(result, groups["python"].get("as_arrow", False))
 
 
 def _converted(p, value):
@@ -572,29 +581,17 @@ class Stream:
         """
         arguments = dict(tokens=tokens, attention_mask=attention_mask, padding_mask=padding_mask,
                          input_ids=input_ids, vocab=vocab, head_importance=head_importance)
-        group = _attn_input(attn)
-        params = {p.name: p for p in _INPUT}
-        for name, value in arguments.items():
-            if value is None:
-                continue
-            if name == "tokens":
-                _tokens(value, group)
-            else:
-                p = params[name]
-                group[name] = value if p.convert is None else _converted(p, value)
+        groups = {"input": _attn_input(attn)}
+        for p in _INPUT:
+            if p.name in arguments:
+                _put(p, arguments[p.name], groups)
         ids = None if example_ids is None else [str(i) for i in example_ids]
-        try:
-            self._native.add(group, ids)
-        except (ValueError, OSError, TypeError) as e:
-            raise type(e)(_python_names(str(e))) from None
+        _native_call(self._native.add, groups["input"], ids)
 
     def close(self):
         """Finishes the output (renamed into place, or a dataset's parts and ``_SUCCESS``);
         returns the frame for memory output, else None."""
-        try:
-            self.result = _finish(self._native.finish(), self._as_arrow)
-        except (ValueError, OSError, TypeError) as e:
-            raise type(e)(_python_names(str(e))) from None
+        self.result = _finish(_native_call(self._native.finish), self._as_arrow)
         return self.result
 
     def abort(self):
@@ -641,14 +638,9 @@ def stream(command, *, out=None, **options):
     for name, value in dict(options, out=out).items():
         if name not in allowed:
             raise TypeError(f"stream() got an unexpected keyword argument {name!r}")
-        if value is None:
-            continue
-        p = allowed[name]
-        groups[p.group][name] = value if p.convert is None else p.convert(value)
-    try:
-        native = _native.stream(command, groups["input"], groups["options"], groups["output"])
-    except (ValueError, OSError, TypeError) as e:
-        raise type(e)(_python_names(str(e))) from None
+        _put(allowed[name], value, groups)
+    native = _native_call(_native.stream, command, groups["input"], groups["options"],
+                          groups["output"])
     return Stream(native, groups["python"].get("as_arrow", False))
 
 

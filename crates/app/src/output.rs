@@ -76,23 +76,25 @@ impl MainOutput {
 
     /// Writes `frames` (at least one) with the `attnframes` metadata and finishes.
     pub fn write_all(mut self, meta: &str, frames: &[DataFrame]) -> Result<Frames> {
-        self.sink.set_metadata(meta.to_string());
-        for f in frames {
-            self.sink.write(f)?;
-        }
+        put_all(&mut self.sink, meta, frames)?;
         self.finish(&frames[0])
     }
 }
 
 /// Writes `frames` (at least one) to a second output with the metadata and finishes it.
 /// Commands with several outputs finish their main output last.
-pub(crate) fn write_extra(sink: FrameSink, meta: &str, frames: &[DataFrame]) -> Result<()> {
-    let mut sink = sink;
+pub(crate) fn write_extra(mut sink: FrameSink, meta: &str, frames: &[DataFrame]) -> Result<()> {
+    put_all(&mut sink, meta, frames)?;
+    sink.finish(&frames[0])?;
+    Ok(())
+}
+
+/// Sets the `attnframes` metadata of `sink` and writes `frames` to it.
+fn put_all(sink: &mut FrameSink, meta: &str, frames: &[DataFrame]) -> Result<()> {
     sink.set_metadata(meta.to_string());
     for f in frames {
         sink.write(f)?;
     }
-    sink.finish(&frames[0])?;
     Ok(())
 }
 

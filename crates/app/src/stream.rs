@@ -167,11 +167,6 @@ impl FrameStream {
         })
     }
 
-    /// Batches added so far.
-    pub fn batches(&self) -> u64 {
-        self.writer.examples
-    }
-
     /// Finishes the output: renames it (or its parts and `_SUCCESS`) into place, or returns
     /// the frames when it goes to memory.
     ///

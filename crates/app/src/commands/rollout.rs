@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::input::{open_source, token_dictionary, with_pieces, Rows};
 use crate::metadata::{metadata, selection_options};
 use crate::options::{InputOptions, OutputOptions, RolloutOptions};
-use crate::output::{open_extra_sink, Frames, MainOutput};
+use crate::output::{open_extra_sink, write_extra, Frames, MainOutput};
 use crate::progress::{advance, Progress};
 
 /// Attention rollout (Abnar & Zuidema 2020): per layer l, J_l = Â_l · J_{l−1} with
@@ -75,11 +75,8 @@ pub fn rollout(
         advance(progress, frames.progress().0 as u64)?;
     }
     progress.finish();
-    if let Some(mut s) = relevance_sink {
-        let rel = rollout.relevance_frame()?;
-        s.set_metadata(meta);
-        s.write(&rel)?;
-        s.finish(&rel)?;
+    if let Some(s) = relevance_sink {
+        write_extra(s, &meta, &[rollout.relevance_frame()?])?;
     }
     out.finish(&empty)
 }
