@@ -484,20 +484,22 @@ fn compare(
     options: &Bound<'_, PyDict>,
     output: &Bound<'_, PyDict>,
 ) -> PyResult<Option<ArrowStream>> {
-    let o = Options(options);
-    let (inp, out) = (input_options(input)?, output_options(output)?);
-    let opts = app::CompareOptions {
-        attn_b: o.tensor("attn_b")?.unwrap_or_default(),
-        channels_a: o.or("channels_a", Vec::new())?,
-        channels_b: o.get("channels_b")?,
-        block: o.or("block", 0)?,
-        blocks: o.get("blocks")?,
-        plot: o.get("plot")?,
-        layer: o.get("layer")?,
-        head: o.get("head")?,
-        figure: figure_style(options)?,
-    };
-    frames(py, threads(options)?, |_| app::compare(&inp, &opts, &out))
+    // compare runs one pass with nothing to report, so it ignores the progress.
+    let compare: FrameCommand<app::CompareOptions> =
+        |inp, opts, out, _| app::compare(inp, opts, out);
+    frame_command(py, (input, options, output), compare, |o| {
+        Ok(app::CompareOptions {
+            attn_b: o.tensor("attn_b")?.unwrap_or_default(),
+            channels_a: o.or("channels_a", Vec::new())?,
+            channels_b: o.get("channels_b")?,
+            block: o.or("block", 0)?,
+            blocks: o.get("blocks")?,
+            plot: o.get("plot")?,
+            layer: o.get("layer")?,
+            head: o.get("head")?,
+            figure: figure_style(o.0)?,
+        })
+    })
 }
 
 #[pyfunction]
