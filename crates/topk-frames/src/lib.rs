@@ -33,5 +33,7 @@ mod scratch;
 mod topk;
 
 pub use error::{FrameError, Result};
-pub use received::{received_frame, received_weights, Normalize, ReceivedOptions, Reduce};
+pub use received::{
+    received_frame, received_weights, Normalize, ReceivedOptions, ReceivedSums, Reduce,
+};
 pub use topk::{TopkFrames, TopkOptions, TOPK_COLUMNS};

@@ -66,80 +66,120 @@ pub fn received_frame(
     if opts.k == Some(0) {
         return Err(FrameError::Usage("-k must be at least 1".into()));
     }
-    let slabs = src.slabs();
-    let sums_of = |&id: &SlabId| with_scratch(|s| src.received(id, &mut s.slab));
-    let mut sums: Vec<Vec<f64>> = if src.is_seekable() {
-        slabs
-            .par_iter()
-            .map(sums_of)
-            .collect::<Result<_, ingest::IngestError>>()?
-    } else {
-        slabs
-            .iter()
-            .map(sums_of)
-            .collect::<Result<_, ingest::IngestError>>()?
-    };
-    if opts.normalize == Normalize::MinMax {
-        let all = sums.iter().flatten().filter(|v| !v.is_nan());
-        let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
-        let span = hi - lo;
-        for v in sums.iter_mut().flatten() {
-            *v = (*v - lo) / span;
-        }
+    let sums = ReceivedSums::of(src)?;
+    let keys: Vec<&[u32]> = (0..src.dims().batch as u32)
+        .map(|b| src.valid_keys(b))
+        .collect();
+    sums.into_frame(&keys, tokens, opts)
+}
+
+/// The column sums of every selected slab of a source, before normalizing, reducing and
+/// ranking: what a stream keeps of each layer until its batch's last layer arrives, so the
+/// min-max and the reduction over layers see the whole batch.
+#[derive(Debug, Default)]
+pub struct ReceivedSums {
+    slabs: Vec<SlabId>,
+    sums: Vec<Vec<f64>>,
+}
+
+impl ReceivedSums {
+    /// The sums of `src`'s slabs (f64, one per valid key), in slab order.
+    pub fn of(src: &impl RowSource) -> Result<ReceivedSums> {
+        let slabs = src.slabs();
+        let sums_of = |&id: &SlabId| with_scratch(|s| src.received(id, &mut s.slab));
+        let sums: Vec<Vec<f64>> = if src.is_seekable() {
+            slabs
+                .par_iter()
+                .map(sums_of)
+                .collect::<Result<_, ingest::IngestError>>()?
+        } else {
+            slabs
+                .iter()
+                .map(sums_of)
+                .collect::<Result<_, ingest::IngestError>>()?
+        };
+        Ok(ReceivedSums { slabs, sums })
     }
-    // Groups after reducing: slabs are in (batch, layer, head) order, so reduced groups are
-    // runs of consecutive slabs sharing the kept keys.
-    let group_of = |id: SlabId| {
-        (
-            id.batch,
-            if opts.reduce.over_layers() {
-                0
-            } else {
-                id.layer
-            },
-            if opts.reduce.over_heads() { 0 } else { id.head },
-        )
-    };
-    let mut groups: Vec<((u32, u16, u16), Vec<f64>)> = Vec::new();
-    let mut order: Vec<usize> = (0..slabs.len()).collect();
-    order.sort_by_key(|&i| group_of(slabs[i]));
-    for i in order {
-        let g = group_of(slabs[i]);
-        match groups.last_mut() {
-            Some((last, acc)) if *last == g => {
-                acc.iter_mut().zip(&sums[i]).for_each(|(a, v)| *a += v)
+
+    /// Adds `other`'s slabs as layer `layer` (a one-layer source's slabs are layer 0).
+    pub fn append_layer(&mut self, other: ReceivedSums, layer: u16) {
+        self.slabs
+            .extend(other.slabs.into_iter().map(|id| SlabId { layer, ..id }));
+        self.sums.extend(other.sums);
+    }
+
+    /// The received frame: min-max over every sum with `normalize`, then the reduction and
+    /// the ranks. Slabs are taken in (batch, layer, head) order whatever order they were
+    /// added in; `valid_keys[b]` are batch row b's valid key positions.
+    pub fn into_frame(
+        self,
+        valid_keys: &[&[u32]],
+        tokens: Option<&TokenDictionary>,
+        opts: ReceivedOptions,
+    ) -> Result<DataFrame> {
+        let ReceivedSums { slabs, mut sums } = self;
+        if opts.normalize == Normalize::MinMax {
+            let all = sums.iter().flatten().filter(|v| !v.is_nan());
+            let (lo, hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
+            let span = hi - lo;
+            for v in sums.iter_mut().flatten() {
+                *v = (*v - lo) / span;
             }
-            _ => groups.push((g, sums[i].clone())),
         }
-    }
-    let mut cols = ReceivedColumns::default();
-    for ((b, l, h), acc) in groups {
-        let keys = src.valid_keys(b);
-        let scores: Vec<f32> = acc.iter().map(|&v| v as f32).collect();
-        let mut ranked: Vec<u64> = scores
-            .iter()
-            .zip(keys)
-            .map(|(&s, &p)| rank_key(s, p))
-            .collect();
-        ranked.sort_unstable_by(|a, b| b.cmp(a));
-        let keep = opts.k.unwrap_or(usize::MAX).min(ranked.len());
-        let by_pos = |p: u32| keys.binary_search(&p).expect("ranked key is valid");
-        for (r, &key) in ranked[..keep].iter().enumerate() {
-            let p = key_position(key);
-            cols.batch.push(b);
-            cols.layer.push(l);
-            cols.head.push(h);
-            cols.position.push(p);
-            if let Some(t) = tokens {
-                cols.token.push(t.code(b, p));
+        // Groups after reducing: slabs are in (batch, layer, head) order, so reduced groups are
+        // runs of consecutive slabs sharing the kept keys.
+        let group_of = |id: SlabId| {
+            (
+                id.batch,
+                if opts.reduce.over_layers() {
+                    0
+                } else {
+                    id.layer
+                },
+                if opts.reduce.over_heads() { 0 } else { id.head },
+            )
+        };
+        let mut groups: Vec<((u32, u16, u16), Vec<f64>)> = Vec::new();
+        let mut order: Vec<usize> = (0..slabs.len()).collect();
+        order.sort_by_key(|&i| (group_of(slabs[i]), slabs[i].layer, slabs[i].head));
+        for i in order {
+            let g = group_of(slabs[i]);
+            match groups.last_mut() {
+                Some((last, acc)) if *last == g => {
+                    acc.iter_mut().zip(&sums[i]).for_each(|(a, v)| *a += v)
+                }
+                _ => groups.push((g, sums[i].clone())),
             }
-            cols.score.push(scores[by_pos(p)]);
-            cols.rank.push(r as u32 + 1);
         }
+        let mut cols = ReceivedColumns::default();
+        for ((b, l, h), acc) in groups {
+            let keys = valid_keys[b as usize];
+            let scores: Vec<f32> = acc.iter().map(|&v| v as f32).collect();
+            let mut ranked: Vec<u64> = scores
+                .iter()
+                .zip(keys)
+                .map(|(&s, &p)| rank_key(s, p))
+                .collect();
+            ranked.sort_unstable_by(|a, b| b.cmp(a));
+            let keep = opts.k.unwrap_or(usize::MAX).min(ranked.len());
+            let by_pos = |p: u32| keys.binary_search(&p).expect("ranked key is valid");
+            for (r, &key) in ranked[..keep].iter().enumerate() {
+                let p = key_position(key);
+                cols.batch.push(b);
+                cols.layer.push(l);
+                cols.head.push(h);
+                cols.position.push(p);
+                if let Some(t) = tokens {
+                    cols.token.push(t.code(b, p));
+                }
+                cols.score.push(scores[by_pos(p)]);
+                cols.rank.push(r as u32 + 1);
+            }
+        }
+        cols.into_frame(tokens, opts.reduce)
     }
-    cols.into_frame(tokens, opts.reduce)
 }
 
 #[derive(Default)]
