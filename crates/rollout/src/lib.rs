@@ -10,6 +10,10 @@
 //! blocks of fixed size in parallel (matrixmultiply's kernels), so the bits do not depend on
 //! the thread count.
 //!
+//! [`LayerChains`] is the same chain fed one layer at a time, as a model computes its layers
+//! (one J per batch row, nothing of the layers before): `attnframes.capture` streams rollout
+//! with it.
+//!
 //! [`RolloutSource::relevance_frame`] gives, per written (batch, layer, position), the
 //! relevance max_q J_l[q, k] of the paper's correlation study.
 //!
@@ -24,8 +28,10 @@
 //! # Ok::<(), rollout::RolloutError>(())
 //! ```
 
+mod chains;
 mod source;
 
+pub use chains::{CurrentJoint, LayerChains};
 pub use source::{Fuse, RolloutSource};
 
 #[derive(Debug, thiserror::Error)]

@@ -54,13 +54,7 @@ impl<'a, S: RowSource> RolloutSource<'a, S> {
         heads.dedup();
         let mut batches: Vec<u32> = inner_slabs.iter().map(|s| s.batch).collect();
         batches.dedup();
-        for b in &batches {
-            if inner.valid_queries(*b) != inner.valid_keys(*b) {
-                return Err(RolloutError::Input(
-                    "rollout needs square attention over the same valid positions".into(),
-                ));
-            }
-        }
+        check_square(inner, &batches)?;
         let slabs = batches
             .iter()
             .flat_map(|&batch| {
@@ -119,7 +113,6 @@ impl<'a, S: RowSource> RolloutSource<'a, S> {
         Ok(())
     }
 
-    /// Â_l = rownorm(fuse(heads) + I) over the valid positions.
     fn fuse_layer(
         &self,
         out: &mut Array2<f64>,
@@ -127,48 +120,7 @@ impl<'a, S: RowSource> RolloutSource<'a, S> {
         layer: u16,
         buf: &mut SlabBuffer,
     ) -> Result<()> {
-        let n = out.nrows();
-        // Max and min start at NaN, which `f64::max`/`min` replace by the first number: NaN
-        // entries are skipped, and an entry NaN in every head stays NaN (the NaN rule).
-        out.fill(match self.fuse {
-            Fuse::Mean => 0.0,
-            Fuse::Max | Fuse::Min => f64::NAN,
-        });
-        let keys = self.inner.valid_keys(b);
-        let fuse = self.fuse;
-        for &head in &self.heads {
-            // Rows arrive in order of the valid queries, which are the valid keys.
-            self.inner.for_each_query_row(
-                SlabId {
-                    batch: b,
-                    layer,
-                    head,
-                },
-                buf,
-                |i, _, row| {
-                    let mut target = out.row_mut(i);
-                    for (o, &k) in target.iter_mut().zip(keys) {
-                        let v = row[k as usize] as f64;
-                        *o = match fuse {
-                            Fuse::Mean => *o + v,
-                            Fuse::Max => o.max(v),
-                            Fuse::Min => o.min(v),
-                        };
-                    }
-                },
-            )?;
-        }
-        if self.fuse == Fuse::Mean {
-            let h = self.heads.len() as f64;
-            out.mapv_inplace(|v| v / h);
-        }
-        for (i, mut row) in out.axis_iter_mut(Axis(0)).enumerate() {
-            row[i] += 1.0;
-            let sum: f64 = row.sum();
-            row.mapv_inplace(|v| v / sum);
-        }
-        debug_assert_eq!(out.nrows(), n);
-        Ok(())
+        fuse_heads(self.inner, &self.heads, self.fuse, out, b, layer, buf)
     }
 
     /// `batch, layer, position, token, relevance` for every slab read so far (in slab order):
@@ -206,8 +158,92 @@ impl<'a, S: RowSource> RolloutSource<'a, S> {
     }
 }
 
+/// Â_l = rownorm(fuse(heads) + I) over the valid positions of batch row `b` (`out` is n × n,
+/// n its valid positions).
+pub(crate) fn fuse_heads(
+    inner: &impl RowSource,
+    heads: &[u16],
+    fuse: Fuse,
+    out: &mut Array2<f64>,
+    b: u32,
+    layer: u16,
+    buf: &mut SlabBuffer,
+) -> Result<()> {
+    // Max and min start at NaN, which `f64::max`/`min` replace by the first number: NaN
+    // entries are skipped, and an entry NaN in every head stays NaN (the NaN rule).
+    out.fill(match fuse {
+        Fuse::Mean => 0.0,
+        Fuse::Max | Fuse::Min => f64::NAN,
+    });
+    let keys = inner.valid_keys(b);
+    for &head in heads {
+        // Rows arrive in order of the valid queries, which are the valid keys.
+        inner.for_each_query_row(
+            SlabId {
+                batch: b,
+                layer,
+                head,
+            },
+            buf,
+            |i, _, row| {
+                let mut target = out.row_mut(i);
+                for (o, &k) in target.iter_mut().zip(keys) {
+                    let v = row[k as usize] as f64;
+                    *o = match fuse {
+                        Fuse::Mean => *o + v,
+                        Fuse::Max => o.max(v),
+                        Fuse::Min => o.min(v),
+                    };
+                }
+            },
+        )?;
+    }
+    if fuse == Fuse::Mean {
+        let h = heads.len() as f64;
+        out.mapv_inplace(|v| v / h);
+    }
+    for (i, mut row) in out.axis_iter_mut(Axis(0)).enumerate() {
+        row[i] += 1.0;
+        let sum: f64 = row.sum();
+        row.mapv_inplace(|v| v / sum);
+    }
+    Ok(())
+}
+
+/// Rollout needs every batch row's valid queries to be its valid keys.
+pub(crate) fn check_square(inner: &impl RowSource, batches: &[u32]) -> Result<()> {
+    for b in batches {
+        if inner.valid_queries(*b) != inner.valid_keys(*b) {
+            return Err(RolloutError::Input(
+                "rollout needs square attention over the same valid positions".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Calls `f(i, q, row)` for each row of `joint` (J over `positions`), spread into a row of
+/// `keys` f32 with zeros elsewhere; returns each column's maximum (NaN skipped).
+pub(crate) fn for_each_joint_row(
+    joint: &Array2<f64>,
+    positions: &[u32],
+    keys: usize,
+    mut f: impl FnMut(usize, u32, &[f32]),
+) -> Vec<f64> {
+    let mut row = vec![0f32; keys];
+    let mut relevance = vec![f64::NAN; positions.len()];
+    for (i, (&q, j)) in positions.iter().zip(joint.axis_iter(Axis(0))).enumerate() {
+        for ((&k, &v), r) in positions.iter().zip(j.iter()).zip(relevance.iter_mut()) {
+            row[k as usize] = v as f32;
+            *r = r.max(v);
+        }
+        f(i, q, &row);
+    }
+    relevance
+}
+
 /// out = a · b, computed in blocks of `PRODUCT_ROWS` rows in parallel.
-fn block_product(a: &Array2<f64>, b: &Array2<f64>, out: &mut Array2<f64>) {
+pub(crate) fn block_product(a: &Array2<f64>, b: &Array2<f64>, out: &mut Array2<f64>) {
     let n = a.nrows();
     let blocks: Vec<_> = out.axis_chunks_iter_mut(Axis(0), PRODUCT_ROWS).collect();
     blocks
@@ -256,7 +292,7 @@ impl<S: RowSource> RowSource for RolloutSource<'_, S> {
         &self,
         s: SlabId,
         buf: &mut SlabBuffer,
-        mut f: impl FnMut(usize, u32, &[f32]),
+        f: impl FnMut(usize, u32, &[f32]),
     ) -> ingest::Result<()> {
         let mut chain = self.chain.lock().expect("rollout chain");
         self.advance(&mut chain, s.batch, s.layer, buf)
@@ -267,19 +303,8 @@ impl<S: RowSource> RowSource for RolloutSource<'_, S> {
                 }
             })?;
         let positions = self.inner.valid_keys(s.batch);
-        let mut row = vec![0f32; self.inner.dims().keys];
-        let mut relevance = vec![f64::NAN; positions.len()];
-        for (i, (&q, j)) in positions
-            .iter()
-            .zip(chain.joint.axis_iter(Axis(0)))
-            .enumerate()
-        {
-            for ((&k, &v), r) in positions.iter().zip(j.iter()).zip(relevance.iter_mut()) {
-                row[k as usize] = v as f32;
-                *r = r.max(v);
-            }
-            f(i, q, &row);
-        }
+        let keys = self.inner.dims().keys;
+        let relevance = for_each_joint_row(&chain.joint, positions, keys, f);
         chain.relevance.push((s, relevance));
         Ok(())
     }
