@@ -21,9 +21,9 @@ pub fn input(a: &InputArgs) -> app::InputOptions {
         heads: a.heads.clone(),
         batch: a.batch.clone(),
         allow_nan: a.allow_nan,
-        global_attn: a.global_attn.clone(),
+        global_attn: a.global_attn.clone().map(Into::into),
         sliding_window: a.sliding_window,
-        global_mask: a.global_mask.clone(),
+        global_mask: a.global_mask.clone().map(Into::into),
         words: a.words.then_some(match a.word_from {
             WordFromArg::Mean => app::WordFrom::Mean,
             WordFromArg::First => app::WordFrom::First,

@@ -132,15 +132,16 @@ _INPUT = [
     _Param("allow_nan", False, "bool",
            "Accept NaN/Inf in attention instead of raising ValueError; NaN then ranks last and "
            "makes every sum it enters NaN.", "input"),
-    _Param("global_attn", None, f"{_PATH} | None",
-           "Longformer global attentions (L, B, H, S_pad, x): ``attn`` is then HF's "
-           "sliding-window tensor (L, B, H, S, x + w + 1).", "input", _path),
+    _Param("global_attn", None, f"{_PATH} | numpy.ndarray | None",
+           "Longformer global attentions (L, B, H, S_pad, x), a file or an array read in place: "
+           "``attn`` is then HF's sliding-window tensor (L, B, H, S, x + w + 1).", "input",
+           _array_or_path),
     _Param("sliding_window", False, "bool",
            "``attn`` is Longformer's sliding-window tensor even without ``global_attn`` (x = 0).",
            "input"),
-    _Param("global_mask", None, f"{_PATH} | None",
-           "(B, S) HF global_attention_mask, nonzero = global (needed when x > 1).", "input",
-           _path),
+    _Param("global_mask", None, f"{_PATH} | numpy.ndarray | None",
+           "(B, S) HF global_attention_mask, nonzero = global (needed when x > 1), a file or "
+           "an array read in place.", "input", _array_or_path),
     _Param("words", False, "bool",
            "Merge word pieces (WordPiece ``##``, SentencePiece ``▁``, BPE ``Ġ``) into words first; "
            "positions then index words. Needs tokens.", "input"),
@@ -540,9 +541,12 @@ _COMMANDS = [
 ]
 
 # What each batch of a stream brings; everything else is the stream's, given once.
-_PER_BATCH = ("tokens", "attention_mask", "padding_mask", "input_ids", "vocab", "head_importance")
-_NOT_STREAMED = {"tokens_dir", "example_id_from", "global_attn", "sliding_window", "global_mask"}
-_STREAMED = ("topk", "received", "headstats")
+_PER_BATCH = ("tokens", "attention_mask", "padding_mask", "input_ids", "vocab", "head_importance",
+              "global_attn", "global_mask")
+_NOT_STREAMED = {"tokens_dir", "example_id_from", "relevance"}
+_STREAMED = ("topk", "received", "headstats", "rollout")
+# Rollout is no dataset command, but its stream writes one as the others' do.
+_STREAM_DATASET = [p for p in _DATASET if p.name in ("partition_by", "max_rows_per_file", "shard")]
 
 
 class Stream:
@@ -557,40 +561,68 @@ class Stream:
 
     def __init__(self, native, as_arrow):
         self._native, self._as_arrow = native, as_arrow
+        self._batch_input = None
         self.result = None
 
     def add(self, attn, *, tokens=None, attention_mask=None, padding_mask=None, input_ids=None,
-            vocab=None, head_importance=None, example_ids=None):
-        """Analyses one batch and writes its frames.
+            vocab=None, head_importance=None, global_attn=None, global_mask=None,
+            example_ids=None, layer=None):
+        """Analyses one batch, or with ``layer`` one layer of a batch, and writes its frames.
 
         Parameters
         ----------
-        attn : numpy.ndarray | str | os.PathLike[str]
-            The batch's attention (L, B, H, Q, K) unless the stream's ``layout`` says otherwise,
-            float16/32/64, read in place (a torch CPU tensor works through numpy).
-        tokens, attention_mask, padding_mask, input_ids, vocab, head_importance
-            As for ``topk``, for this batch: (B, S) masks and ids, S tokens per row.
+        attn : numpy.ndarray | torch.Tensor | str | os.PathLike[str]
+            The batch's attention (L, B, H, Q, K) unless the stream's ``layout`` says otherwise;
+            with ``layer``, that layer's (B, H, Q, K). float16/32/64, read in place (a torch CPU
+            tensor works through numpy).
+        tokens, attention_mask, padding_mask, input_ids, vocab, head_importance, global_mask
+            As for ``topk``, for this batch: (B, S) masks and ids, S tokens per row. With
+            ``layer``, given with layer 0 and kept for the batch's later layers.
+        global_attn : numpy.ndarray | torch.Tensor | str | os.PathLike[str] | None
+            Longformer's global attentions of this batch (or, with ``layer``, of this layer,
+            (1, B, H, S_pad, x) as ``attn`` is then (1, B, H, S, x + w + 1)); the stream takes
+            ``sliding_window=True`` for Longformer without global tokens.
         example_ids : Sequence[str] | None
             One id per batch row; default the batch's running index (``i``, or ``i:row`` for a
             batch of several rows).
+        layer : int | None
+            This layer's index, 0-based. Layer 0 starts a batch; its layers arrive in order and
+            the batch is finished at its last layer (``num_layers``), at the next layer 0, or
+            when the stream closes. Only what the command needs of a layer is kept until then
+            (topk's frames, received's column sums, headstats' rows).
 
         Raises
         ------
-        ValueError, OSError, TypeError
-            As ``topk``; the stream stays open and what was added before is kept.
+        ValueError
+            As ``topk``; with ``layer``, naming the layer and the batch: a layer out of order,
+            not 4-D, with another B, H, Q or K than the batch's layer 0, or a batch missing a
+            layer.
+        OSError, TypeError
+            As ``topk``. The stream stays open and what was added before is kept.
         """
         arguments = dict(tokens=tokens, attention_mask=attention_mask, padding_mask=padding_mask,
-                         input_ids=input_ids, vocab=vocab, head_importance=head_importance)
-        groups = {"input": _attn_input(attn)}
-        for p in _INPUT:
-            if p.name in arguments:
-                _put(p, arguments[p.name], groups)
+                         input_ids=input_ids, vocab=vocab, head_importance=head_importance,
+                         global_mask=global_mask)
+        if layer is not None and layer != 0 and self._batch_input is not None \
+                and all(v is None for v in arguments.values()):
+            batch_input = self._batch_input
+        else:
+            groups = {"input": {}}
+            for p in _INPUT:
+                if p.name in arguments:
+                    _put(p, arguments[p.name], groups)
+            batch_input = groups["input"]
+        self._batch_input = batch_input if layer is not None else None
+        this = dict(batch_input, **_attn_input(attn))
+        if global_attn is not None:
+            this["global_attn"] = _array_or_path(global_attn)
         ids = None if example_ids is None else [str(i) for i in example_ids]
-        _native_call(self._native.add, groups["input"], ids)
+        _native_call(self._native.add, this, ids, None if layer is None else _index(layer))
 
     def close(self):
         """Finishes the output (renamed into place, or a dataset's parts and ``_SUCCESS``);
         returns the frame for memory output, else None."""
+        self._batch_input = None
         self.result = _finish(_native_call(self._native.finish), self._as_arrow)
         return self.result
 
@@ -609,14 +641,16 @@ class Stream:
         return False
 
 
-def stream(command, *, out=None, **options):
-    """A :class:`Stream` of ``command`` ('topk', 'received' or 'headstats') to ``out``.
+def stream(command, *, out=None, num_layers=None, **options):
+    """A :class:`Stream` of ``command`` ('topk', 'received', 'headstats' or 'rollout') to ``out``.
 
     ``out`` is a file (.parquet, .csv, .arrow), a dataset directory ``'dir/'`` (with
     ``partition_by``, ``max_rows_per_file``, ``shard``), or None for a frame in memory
     (``Stream.result`` after the ``with`` block). The other keywords are the command's own
     (``k``, ``normalize``, ``layers``, ``row_group_size``, ...), except what each batch brings
-    to :meth:`Stream.add` (tokens, masks, ids, head importance).
+    to :meth:`Stream.add` (tokens, masks, ids, head importance). ``num_layers``, for batches
+    added layer by layer, finishes each batch at its last layer and resolves a ``layers``
+    selection (default: learnt from the first batch).
 
     >>> with af.stream("topk", k=10, out="frames/topk/", partition_by=["layer"]) as s:  # doctest: +SKIP
     ...     for attn, tokens in batches:
@@ -631,8 +665,9 @@ def stream(command, *, out=None, **options):
     """
     spec = next((c for c in _COMMANDS if c.name == command), None)
     if command not in _STREAMED or spec is None:
-        raise ValueError(f"command: expected one of 'topk', 'received', 'headstats'; got {command!r}")
-    allowed = {p.name: p for p in spec.params
+        raise ValueError("command: expected one of 'topk', 'received', 'headstats', 'rollout'; "
+                         f"got {command!r}")
+    allowed = {p.name: p for p in spec.params + _STREAM_DATASET
                if p.name not in _NOT_STREAMED and p.name not in _PER_BATCH}
     groups = {"input": {}, "options": {}, "output": {}, "python": {}}
     for name, value in dict(options, out=out).items():
@@ -641,6 +676,8 @@ def stream(command, *, out=None, **options):
         _put(allowed[name], value, groups)
     native = _native_call(_native.stream, command, groups["input"], groups["options"],
                           groups["output"])
+    if num_layers is not None:
+        native.set_layers_per_batch(_index(num_layers))
     return Stream(native, groups["python"].get("as_arrow", False))
 
 
@@ -673,6 +710,7 @@ _STREAM_STUB = [
     "        *,",
     *[f"        {p.name}: {p.hint} = ...," for p in _INPUT if p.name in _PER_BATCH],
     "        example_ids: Sequence[str] | None = ...,",
+    "        layer: int | None = ...,",
     "    ) -> None: ...",
     "    def close(self) -> polars.DataFrame | pyarrow.Table | None: ...",
     "    def abort(self) -> None: ...",
@@ -680,9 +718,10 @@ _STREAM_STUB = [
     "    def __exit__(self, *args: Any) -> Literal[False]: ...",
     "",
     "def stream(",
-    "    command: Literal['topk', 'received', 'headstats'],",
+    "    command: Literal['topk', 'received', 'headstats', 'rollout'],",
     "    *,",
     "    out: str | os.PathLike[str] | None = ...,",
+    "    num_layers: int | None = ...,",
     "    **options: Any,",
     ") -> Stream: ...",
     "",

@@ -190,9 +190,9 @@ fn input_options(d: &Bound<'_, PyDict>) -> PyResult<app::InputOptions> {
         heads: o.get("heads")?,
         batch: o.get("batch")?,
         allow_nan: o.or("allow_nan", false)?,
-        global_attn: o.path("global_attn")?,
+        global_attn: o.tensor("global_attn")?,
         sliding_window: o.or("sliding_window", false)?,
-        global_mask: o.path("global_mask")?,
+        global_mask: o.tensor("global_mask")?,
         words: match o.or("words", false)? {
             false => None,
             true => Some(
@@ -466,14 +466,16 @@ fn rollout(
     options: &Bound<'_, PyDict>,
     output: &Bound<'_, PyDict>,
 ) -> PyResult<Option<ArrowStream>> {
-    frame_command(py, (input, options, output), app::rollout, |o| {
-        Ok(app::RolloutOptions {
-            fuse: [app::Fuse::Mean, app::Fuse::Max, app::Fuse::Min]
-                [o.choice("fuse", &["mean", "max", "min"], 0)?],
-            k: o.or("k", 10)?,
-            all: o.or("all", false)?,
-            relevance: o.get("relevance")?,
-        })
+    frame_command(py, (input, options, output), app::rollout, rollout_options)
+}
+
+fn rollout_options(o: &Options<'_, '_>) -> PyResult<app::RolloutOptions> {
+    Ok(app::RolloutOptions {
+        fuse: [app::Fuse::Mean, app::Fuse::Max, app::Fuse::Min]
+            [o.choice("fuse", &["mean", "max", "min"], 0)?],
+        k: o.or("k", 10)?,
+        all: o.or("all", false)?,
+        relevance: o.get("relevance")?,
     })
 }
 
@@ -618,23 +620,36 @@ impl Stream {
 
 #[pymethods]
 impl Stream {
-    /// Analyses one batch: `input` has its arrays (read in place), `example_ids` one id per
-    /// batch row.
-    #[pyo3(signature = (input, example_ids=None))]
+    /// Analyses one batch, or with `layer` one layer of a batch: `input` has its arrays (read
+    /// in place), `example_ids` one id per batch row.
+    #[pyo3(signature = (input, example_ids=None, layer=None))]
     fn add(
         &mut self,
         py: Python<'_>,
         input: &Bound<'_, PyDict>,
         example_ids: Option<Vec<String>>,
+        layer: Option<u16>,
     ) -> PyResult<()> {
         let batch = input_options(input)?;
         let mut inner = self.inner();
-        let stream = inner
-            .as_mut()
-            .ok_or_else(|| PyValueError::new_err("this stream is closed"))?;
-        interruptible(py, self.threads, |_| {
-            stream.add(batch, example_ids.as_deref())
+        let stream = open_stream(&mut inner)?;
+        interruptible(py, self.threads, |_| match layer {
+            Some(l) => stream.add_layer(batch, l, example_ids),
+            None => stream.add(batch, example_ids.as_deref()),
         })
+    }
+
+    /// Finishes the batch arriving layer by layer, if any.
+    fn end_batch(&mut self, py: Python<'_>) -> PyResult<()> {
+        let mut inner = self.inner();
+        let stream = open_stream(&mut inner)?;
+        interruptible(py, self.threads, |_| stream.end_batch())
+    }
+
+    /// Sets the layers of every batch that arrives layer by layer.
+    fn set_layers_per_batch(&mut self, layers: u16) -> PyResult<()> {
+        open_stream(&mut self.inner())?.set_layers_per_batch(layers);
+        Ok(())
     }
 
     /// Finishes the output; the frames when it goes to memory.
@@ -652,7 +667,13 @@ impl Stream {
     }
 }
 
-/// Opens a stream of `command` ("topk", "received" or "headstats").
+fn open_stream(inner: &mut Option<app::FrameStream>) -> PyResult<&mut app::FrameStream> {
+    inner
+        .as_mut()
+        .ok_or_else(|| PyValueError::new_err("this stream is closed"))
+}
+
+/// Opens a stream of `command` ("topk", "received", "headstats" or "rollout").
 #[pyfunction]
 fn stream(
     command: &str,
@@ -665,9 +686,10 @@ fn stream(
         "topk" => app::StreamCommand::Topk(topk_options(&o)?),
         "received" => app::StreamCommand::Received(received_options(&o)?),
         "headstats" => app::StreamCommand::Headstats(headstats_options(&o)?),
+        "rollout" => app::StreamCommand::Rollout(rollout_options(&o)?, dataset_options(options)?),
         other => {
             return Err(PyValueError::new_err(format!(
-                "command: expected one of 'topk', 'received', 'headstats'; got '{other}'"
+                "command: expected one of 'topk', 'received', 'headstats', 'rollout'; got '{other}'"
             )))
         }
     };

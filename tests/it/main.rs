@@ -20,6 +20,7 @@ mod pytorch;
 mod robustness;
 mod similarity;
 mod snapshots;
+mod stream;
 mod view;
 mod words;
 

@@ -227,14 +227,33 @@ impl DatasetWriter {
     /// Writes one example's frames (made under private token dictionaries), `labels` its
     /// `example_id` per batch row; `id` is the example's own (the schema's one label).
     pub fn write_example(&mut self, id: &str, labels: &[String], frames: FileFrames) -> Result<()> {
+        let FileFrames {
+            frames,
+            empty,
+            dims,
+        } = frames;
+        self.write_frames(id, labels, &empty, &dims, frames.into_iter().map(Ok))
+    }
+
+    /// As [`write_example`](DatasetWriter::write_example), with the frames made one at a
+    /// time as they are written.
+    pub fn write_frames(
+        &mut self,
+        id: &str,
+        labels: &[String],
+        empty: &DataFrame,
+        dims: &Dims,
+        frames: impl Iterator<Item = Result<DataFrame>>,
+    ) -> Result<()> {
         if self.empty.is_none() {
             if let Output::Dataset(s) = &mut self.out {
-                s.set_key_widths(&key_widths(&self.partition_by, &frames.dims));
+                s.set_key_widths(&key_widths(&self.partition_by, dims));
             }
-            let empty = adopt_dictionaries(frames.empty.clone())?;
+            let empty = adopt_dictionaries(empty.clone())?;
             self.empty = Some(with_example_id(empty, &[id.to_string()])?);
         }
-        for df in frames.frames {
+        for df in frames {
+            let df = df?;
             self.rows += df.height() as u64;
             let df = adopt_dictionaries(df)?;
             self.out.write(&with_example_id(df, labels)?)?;

@@ -37,6 +37,10 @@ pub enum Error {
     /// A file being written failed (a full disk, a closed directory).
     #[error("{}: {reason}", path.display())]
     Output { path: PathBuf, reason: String },
+    /// A stream's batch that does not fit the batches before it, naming the layer and the
+    /// batch (`layer 3 of batch 2: …`).
+    #[error("{0}")]
+    BadBatch(String),
     /// The caller asked the command to stop ([`Progress::cancelled`](crate::Progress::cancelled)).
     #[error("interrupted")]
     Interrupted,

@@ -232,8 +232,8 @@ pub(crate) fn open_source(a: &InputOptions, progress: &dyn Progress) -> Result<S
     let source = if a.longformer() {
         Source::Longformer(SlidingWindowAttention::open(
             &opts,
-            a.global_attn.as_deref(),
-            a.global_mask.as_deref(),
+            a.global_attn.as_ref(),
+            a.global_mask.as_ref(),
         )?)
     } else {
         let src = AttentionSource::open(&opts)?;

@@ -19,8 +19,8 @@ pub(crate) fn input_paths(a: &InputOptions) -> Value {
     json!({
         "attn": a.attn().display().to_string(),
         "attn_key": a.attn_key,
-        "global_attn": path_str(&a.global_attn),
-        "global_mask": path_str(&a.global_mask),
+        "global_attn": input_str(&a.global_attn),
+        "global_mask": input_str(&a.global_mask),
         "attention_mask": input_str(&a.attention_mask),
         "padding_mask": input_str(&a.padding_mask),
         "tokens": match &a.token_lists {

@@ -55,11 +55,11 @@ pub struct InputOptions {
     pub allow_nan: bool,
     /// Longformer global attentions (L, B, H, S_pad, x): `attn` is then HF's sliding-window
     /// tensor (L, B, H, S, x + w + 1).
-    pub global_attn: Option<PathBuf>,
+    pub global_attn: Option<TensorInput>,
     /// `attn` is Longformer's sliding-window tensor even without `global_attn` (x = 0).
     pub sliding_window: bool,
     /// (B, S) HF `global_attention_mask`, nonzero = global (needed when x > 1).
-    pub global_mask: Option<PathBuf>,
+    pub global_mask: Option<TensorInput>,
     /// Merge word pieces into words first (WordPiece `##`, SentencePiece `▁`, BPE `Ġ`); a
     /// word's row from its pieces' rows by this rule. Positions then index words.
     pub words: Option<WordFrom>,

@@ -1,17 +1,25 @@
 //! Batches of attention into one output as they arrive: each batch is analysed when it is
 //! added and only its frames are kept, so a study of many batches never holds more than one.
+//! A batch may also arrive layer by layer, as a model computes it: each layer is analysed on
+//! arrival and what needs the whole batch (received's min-max and reductions, the batch-major
+//! row order) is finished at its last layer.
 
-use frame_sink::{with_private_dictionaries, Shard};
-use ingest::RowSource;
+use ::headstats::{head_stats, stats_frame, HeadStats};
+use ::rollout::{LayerChains, RolloutSource};
+use frame_sink::{with_private_dictionaries, Shard, TokenDictionary};
+use ingest::{Dims, RowSource};
+use polars::prelude::{Column, DataFrame, IntoColumn, UInt16Chunked, UInt32Chunked};
 use serde_json::{json, Value};
+use topk_frames::ReceivedSums;
 
-use crate::commands::{headstats, received, topk};
+use crate::commands::{headstats, received, rollout, topk};
 use crate::dataset::{example_labels, DatasetWriter, FileFrames};
-use crate::error::{Error, Result};
-use crate::input::{open_source, Rows};
+use crate::error::{Error, ErrorKind, Result};
+use crate::input::{open_source, token_dictionary, with_pieces, PieceSpans, Rows};
 use crate::metadata::metadata_json;
 use crate::options::{
-    DatasetOptions, HeadstatsOptions, InputOptions, OutputOptions, ReceivedOptions, TopkOptions,
+    DatasetOptions, HeadstatsOptions, InputOptions, OutputOptions, ReceivedOptions, RolloutOptions,
+    TopkOptions,
 };
 use crate::output::Frames;
 use crate::progress::Quiet;
@@ -22,6 +30,8 @@ pub enum StreamCommand {
     Topk(TopkOptions),
     Received(ReceivedOptions),
     Headstats(HeadstatsOptions),
+    /// Rollout of each batch (its relevance output aside), written as a dataset is.
+    Rollout(RolloutOptions, DatasetOptions),
 }
 
 impl StreamCommand {
@@ -30,6 +40,7 @@ impl StreamCommand {
             StreamCommand::Topk(_) => "topk",
             StreamCommand::Received(_) => "received",
             StreamCommand::Headstats(_) => "headstats",
+            StreamCommand::Rollout(..) => "rollout",
         }
     }
 
@@ -38,6 +49,7 @@ impl StreamCommand {
             StreamCommand::Topk(o) => &o.dataset,
             StreamCommand::Received(o) => &o.dataset,
             StreamCommand::Headstats(o) => &o.dataset,
+            StreamCommand::Rollout(_, d) => d,
         }
     }
 
@@ -48,6 +60,7 @@ impl StreamCommand {
                 received::received_metadata(base, &received::analysis_options(o))
             }
             StreamCommand::Headstats(o) => headstats::headstats_metadata(base, o),
+            StreamCommand::Rollout(o, _) => rollout::rollout_metadata(base, o),
         };
         let d = self.dataset();
         options["partition_by"] = json!(d.partition_by);
@@ -66,6 +79,46 @@ pub struct FrameStream {
     base: InputOptions,
     row_group_size: u64,
     writer: DatasetWriter,
+    /// The batch arriving layer by layer, until its last layer.
+    layered: Option<LayeredBatch>,
+    /// Layers per batch: given, or learnt from the first batch that arrived layer by layer.
+    layers_per_batch: Option<u16>,
+}
+
+/// What a batch arriving layer by layer keeps until its last layer: per layer, only what its
+/// command needs of it.
+struct LayeredBatch {
+    example_ids: Option<Vec<String>>,
+    /// The first layer's dimensions; every later layer must match them.
+    dims: Dims,
+    next_layer: u16,
+    kept: Kept,
+}
+
+enum Kept {
+    /// topk: each selected layer's rows, cut per batch row (see [`Piece`]); `empty` has the
+    /// frame's schema.
+    Frames {
+        pieces: Vec<Piece>,
+        empty: Option<DataFrame>,
+    },
+    /// received: the column sums of every selected layer, the batch's valid keys, tokens and
+    /// word spans.
+    Received {
+        sums: ReceivedSums,
+        valid_keys: Vec<Vec<u32>>,
+        tokens: Option<TokenDictionary>,
+        spans: Option<PieceSpans>,
+    },
+    /// headstats: each selected head's statistics.
+    Stats(Vec<HeadStats>),
+    /// rollout: the chain of every batch row (one n × n J each), and the selected layers'
+    /// rows as topk keeps them.
+    Rollout {
+        chains: LayerChains,
+        pieces: Vec<Piece>,
+        empty: Option<DataFrame>,
+    },
 }
 
 impl FrameStream {
@@ -81,6 +134,16 @@ impl FrameStream {
         base: InputOptions,
         output: &OutputOptions,
     ) -> Result<FrameStream> {
+        if let StreamCommand::Rollout(o, _) = &command {
+            if o.k == 0 {
+                return Err(Error::usage("-k must be at least 1"));
+            }
+            if o.relevance.is_some() {
+                return Err(Error::usage(
+                    "relevance: rollout's relevance is written by the rollout command, not a stream",
+                ));
+            }
+        }
         let d = command.dataset();
         let shard = d.shard.as_deref().map(Shard::parse).transpose()?;
         let meta = metadata_json(
@@ -95,7 +158,17 @@ impl FrameStream {
             base,
             row_group_size: output.row_group_size,
             writer,
+            layered: None,
+            layers_per_batch: None,
         })
+    }
+
+    /// Sets the number of layers of every batch that arrives layer by layer, so the last one
+    /// finishes its batch at once and a `layers` selection can be resolved (a model's layer
+    /// count, as `capture` knows it). Without it the first such batch ends when the next one
+    /// starts or the stream finishes, and later batches must have as many layers.
+    pub fn set_layers_per_batch(&mut self, layers: u16) {
+        self.layers_per_batch = Some(layers);
     }
 
     /// Analyses one batch — `batch` gives its attention (an array or a file), masks and
@@ -106,8 +179,10 @@ impl FrameStream {
     /// As the command's function; `Usage` when `example_ids` does not have one id per batch
     /// row.
     pub fn add(&mut self, batch: InputOptions, example_ids: Option<&[String]>) -> Result<()> {
+        self.end_batch()?;
         let input = InputOptions {
             layout: batch.layout.clone().or(self.base.layout.clone()),
+            sliding_window: self.base.sliding_window,
             layers: self.base.layers.clone(),
             heads: self.base.heads.clone(),
             batch: self.base.batch.clone(),
@@ -116,36 +191,38 @@ impl FrameStream {
             ..batch
         };
         let frames = with_private_dictionaries(|| self.frames_of(&input))?;
+        self.write_batch(frames, example_ids)
+    }
+
+    /// Writes one batch's frames with an `example_id` per batch row.
+    fn write_batch(&mut self, frames: FileFrames, example_ids: Option<&[String]>) -> Result<()> {
         let index = self.writer.examples.to_string();
-        let labels = match example_ids {
-            None => example_labels(&index, frames.dims.batch),
-            Some(ids) if ids.len() == frames.dims.batch => ids.to_vec(),
-            Some(ids) => {
-                return Err(Error::usage(format!(
-                    "example_ids: {} ids for a batch of {} rows",
-                    ids.len(),
-                    frames.dims.batch
-                )))
-            }
-        };
-        let id = match example_ids {
-            Some(ids) => &ids[0],
-            None => &index,
-        };
+        let labels = labels(&index, example_ids, frames.dims.batch)?;
+        let id = example_ids.map_or(&index, |ids| &ids[0]);
         self.writer.write_example(id, &labels, frames)
     }
 
     fn frames_of(&self, input: &InputOptions) -> Result<FileFrames> {
-        let source = open_source(input, &Quiet)?;
-        let rows = Rows::of(&source, input)?;
+        // Rollout's chain runs through every layer; `layers` picks the layers written.
+        let every_layer = InputOptions {
+            layers: None,
+            ..input.clone()
+        };
+        let rollout = matches!(self.command, StreamCommand::Rollout(..));
+        let opened = if rollout { &every_layer } else { input };
+        let source = open_source(opened, &Quiet)?;
+        let rows = Rows::of(&source, opened)?;
         let mut frames = Vec::new();
+        let output = OutputOptions {
+            row_group_size: self.row_group_size,
+            ..Default::default()
+        };
         let empty = match &self.command {
-            StreamCommand::Topk(o) => {
-                let output = OutputOptions {
-                    row_group_size: self.row_group_size,
-                    ..Default::default()
-                };
-                topk::topk_into(&rows, o, &output, &mut frames, &Quiet)?
+            StreamCommand::Topk(o) => topk::topk_into(&rows, o, &output, &mut frames, &Quiet)?,
+            StreamCommand::Rollout(o, _) => {
+                let written = rollout::written_layers(input, rows.dims().layers)?;
+                let joint = RolloutSource::new(&rows, o.fuse, &written)?;
+                rollout::ranked_into(&joint, &rows, o, &output, &mut frames, &Quiet)?
             }
             StreamCommand::Received(o) => {
                 let df = received::received_of(&rows, received::analysis_options(o))?;
@@ -172,7 +249,442 @@ impl FrameStream {
     ///
     /// # Errors
     /// `Io` when the output cannot be finished.
-    pub fn finish(self) -> Result<Frames> {
+    pub fn finish(mut self) -> Result<Frames> {
+        self.end_batch()?;
         self.writer.finish()
     }
+
+    /// Analyses one layer of a batch: `batch` gives that layer's attention (B, H, Q, K) —
+    /// layout `BHQK` unless it names another; Longformer's pair as (1, B, H, S, x + w + 1)
+    /// and (1, B, H, S_pad, x) — with the batch's masks and tokens; `layer` is
+    /// its index in the model. Layer 0 starts a batch (finishing the previous one); the layers
+    /// of a batch arrive in order, each with the first one's B, H, Q and K. `example_ids` as
+    /// for [`add`](FrameStream::add), given with any layer of the batch.
+    ///
+    /// # Errors
+    /// `BadInput`, naming the layer and the batch, for a layer out of order, a tensor that is
+    /// not one layer, dimensions that differ from the batch's first layer, or a layer past the
+    /// layers per batch; as [`add`](FrameStream::add) otherwise.
+    pub fn add_layer(
+        &mut self,
+        batch: InputOptions,
+        layer: u16,
+        example_ids: Option<Vec<String>>,
+    ) -> Result<()> {
+        if layer == 0 {
+            self.end_batch()?;
+        }
+        let at = self.writer.examples;
+        let expected = self.layered.as_ref().map_or(0, |p| p.next_layer);
+        if layer != expected {
+            return Err(layer_error(
+                layer,
+                at,
+                format!("the layers of a batch arrive in order: expected layer {expected}"),
+            ));
+        }
+        if let Some(n) = self.layers_per_batch.filter(|&n| layer >= n) {
+            return Err(layer_error(
+                layer,
+                at,
+                format!("the model has {n} layers (0..{n})"),
+            ));
+        }
+        let sliding_window = self.base.sliding_window;
+        // A Longformer layer comes as (1, B, H, S, x + w + 1): its source reads LBHQK only.
+        let one_layer = (!(sliding_window || batch.global_attn.is_some())).then(|| "BHQK".into());
+        let input = InputOptions {
+            layout: batch.layout.clone().or(one_layer),
+            sliding_window,
+            layers: None,
+            heads: self.base.heads.clone(),
+            batch: self.base.batch.clone(),
+            allow_nan: self.base.allow_nan,
+            words: self.base.words,
+            ..batch
+        };
+        let selected = self.layer_selected(layer)?;
+        let kept = with_private_dictionaries(|| {
+            let named = |e: Error| match e.kind() {
+                ErrorKind::BadInput => layer_error(layer, at, e),
+                _ => e,
+            };
+            let source = open_source(&input, &Quiet).map_err(named)?;
+            let rows = Rows::of(&source, &input).map_err(named)?;
+            let dims = rows.dims();
+            if dims.layers != 1 {
+                return Err(layer_error(
+                    layer,
+                    at,
+                    format!(
+                        "a layer's attention is (B, H, Q, K); this has {} layers",
+                        dims.layers
+                    ),
+                ));
+            }
+            let kept = match &self.layered {
+                Some(p) => {
+                    check_same_dims(&p.dims, &dims, layer, at)?;
+                    None
+                }
+                None => Some((dims, self.empty_kept())),
+            };
+            let pending = self.layered.get_or_insert_with(|| {
+                let (dims, kept) = kept.expect("a new batch");
+                LayeredBatch {
+                    example_ids: None,
+                    dims,
+                    next_layer: 0,
+                    kept,
+                }
+            });
+            let command = &self.command;
+            keep_layer(
+                command,
+                self.row_group_size,
+                &rows,
+                layer,
+                selected,
+                &mut pending.kept,
+            )?;
+            Ok(())
+        });
+        kept?;
+        let pending = self.layered.as_mut().expect("kept above");
+        pending.next_layer += 1;
+        if let Some(ids) = example_ids {
+            labels("", Some(&ids), pending.dims.batch)?;
+            pending.example_ids = Some(ids);
+        }
+        if self.layers_per_batch == Some(pending.next_layer) {
+            self.end_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the stream's `layers` selection keeps `layer` of a batch arriving by layer.
+    fn layer_selected(&self, layer: u16) -> Result<bool> {
+        let Some(spec) = &self.base.layers else {
+            return Ok(true);
+        };
+        let Some(n) = self.layers_per_batch else {
+            return Err(Error::usage(
+                "layers: a selection over batches that arrive layer by layer needs the layer \
+                 count first (num_layers)",
+            ));
+        };
+        let picked = ingest::parse_selection(Some(spec), n as usize, "layer")
+            .map_err(|reason| Error::usage(format!("layers: {reason}")))?;
+        Ok(picked.contains(&(layer as usize)))
+    }
+
+    fn empty_kept(&self) -> Kept {
+        match &self.command {
+            StreamCommand::Topk(_) => Kept::Frames {
+                pieces: Vec::new(),
+                empty: None,
+            },
+            StreamCommand::Received(_) => Kept::Received {
+                sums: ReceivedSums::default(),
+                valid_keys: Vec::new(),
+                tokens: None,
+                spans: None,
+            },
+            StreamCommand::Headstats(_) => Kept::Stats(Vec::new()),
+            StreamCommand::Rollout(o, _) => Kept::Rollout {
+                chains: LayerChains::new(o.fuse),
+                pieces: Vec::new(),
+                empty: None,
+            },
+        }
+    }
+
+    /// Finishes the batch arriving layer by layer, if any: its frames, batch-major as a
+    /// whole batch's, go to the output.
+    ///
+    /// # Errors
+    /// `BadInput` when the batch has fewer layers than the layers per batch; as
+    /// [`add`](FrameStream::add) otherwise.
+    pub fn end_batch(&mut self) -> Result<()> {
+        let Some(pending) = self.layered.take() else {
+            return Ok(());
+        };
+        let at = self.writer.examples;
+        let layers = pending.next_layer;
+        match self.layers_per_batch {
+            Some(n) if layers != n => {
+                return Err(layer_error(
+                    layers,
+                    at,
+                    format!("missing: the batch ended after {layers} of {n} layers"),
+                ))
+            }
+            Some(_) => {}
+            None => self.layers_per_batch = Some(layers),
+        }
+        let dims = Dims {
+            layers: layers as usize,
+            ..pending.dims
+        };
+        let (frames, empty) = match pending.kept {
+            Kept::Frames { mut pieces, empty }
+            | Kept::Rollout {
+                mut pieces, empty, ..
+            } => {
+                let empty = empty.unwrap_or_default();
+                // Batch-major, as a whole batch's frames; a stable sort keeps each layer's
+                // pieces in their order.
+                pieces.sort_by_key(|p| (p.batch, p.layer));
+                let frames = pieces.into_iter().map(|p| p.restored(&empty));
+                let index = self.writer.examples.to_string();
+                let labels = labels(&index, pending.example_ids.as_deref(), dims.batch)?;
+                let id = pending.example_ids.as_ref().map_or(&index, |ids| &ids[0]);
+                return self.writer.write_frames(id, &labels, &empty, &dims, frames);
+            }
+            Kept::Received {
+                sums,
+                valid_keys,
+                tokens,
+                spans,
+            } => {
+                let StreamCommand::Received(o) = &self.command else {
+                    unreachable!("received keeps sums");
+                };
+                let keys: Vec<&[u32]> = valid_keys.iter().map(Vec::as_slice).collect();
+                let options = received::analysis_options(o);
+                let df = sums.into_frame(&keys, tokens.as_ref(), options)?;
+                let df = with_pieces(df, &spans)?;
+                let empty = df.clear();
+                (vec![df], empty)
+            }
+            Kept::Stats(mut stats) => {
+                stats.sort_by_key(|s| (s.slab.batch, s.slab.layer, s.slab.head));
+                let df = stats_frame(&stats)?;
+                let empty = df.clear();
+                (vec![df], empty)
+            }
+        };
+        let frames = FileFrames {
+            frames,
+            empty,
+            dims,
+        };
+        self.write_batch(frames, pending.example_ids.as_deref())
+    }
+}
+
+/// Analyses one layer (a one-layer source) and keeps what the command needs of it.
+fn keep_layer(
+    command: &StreamCommand,
+    row_group_size: u64,
+    rows: &Rows<'_>,
+    layer: u16,
+    selected: bool,
+    kept: &mut Kept,
+) -> Result<()> {
+    if let (
+        StreamCommand::Rollout(o, _),
+        Kept::Rollout {
+            chains,
+            pieces,
+            empty,
+        },
+    ) = (command, &mut *kept)
+    {
+        // The chain takes every layer; only the selected ones are written.
+        chains.push(rows)?;
+        if selected {
+            let output = OutputOptions {
+                row_group_size,
+                ..Default::default()
+            };
+            let mut frames = Vec::new();
+            let joint = chains.current(rows);
+            let schema = rollout::ranked_into(&joint, rows, o, &output, &mut frames, &Quiet)?;
+            empty.get_or_insert(schema);
+            for df in frames {
+                pieces.extend(Piece::cut(df, layer, rows.tokens().is_none())?);
+            }
+        }
+        return Ok(());
+    }
+    if !selected {
+        return Ok(());
+    }
+    match (command, kept) {
+        (StreamCommand::Topk(o), Kept::Frames { pieces, empty }) => {
+            let output = OutputOptions {
+                row_group_size,
+                ..Default::default()
+            };
+            let mut frames = Vec::new();
+            let schema = topk::topk_into(rows, o, &output, &mut frames, &Quiet)?;
+            empty.get_or_insert(schema);
+            for df in frames {
+                pieces.extend(Piece::cut(df, layer, rows.tokens().is_none())?);
+            }
+        }
+        (
+            StreamCommand::Received(_),
+            Kept::Received {
+                sums,
+                valid_keys,
+                tokens,
+                spans,
+            },
+        ) => {
+            sums.append_layer(ReceivedSums::of(rows)?, layer);
+            if valid_keys.is_empty() {
+                let batch = rows.dims().batch as u32;
+                *valid_keys = (0..batch).map(|b| rows.valid_keys(b).to_vec()).collect();
+                *tokens = token_dictionary(rows)?;
+                *spans = rows.spans();
+            }
+        }
+        (StreamCommand::Headstats(o), Kept::Stats(all)) => {
+            let stats = head_stats(rows, &headstats::token_classes(o), o.sink_threshold)?;
+            all.extend(stats.into_iter().map(|mut s| {
+                s.slab.layer = layer;
+                s
+            }));
+        }
+        _ => unreachable!("a stream keeps what its command needs"),
+    }
+    Ok(())
+}
+
+/// The rows of one layer and one batch row of a topk frame, without what a batch arriving
+/// layer by layer need not hold for every layer until its last: the columns that are the same
+/// in every row (`batch`, `layer`), null (the tokens, when there are none) or runs (`head`,
+/// `query_position`, and `rank` = 1, 2, … along each query's rows). What is left is mostly
+/// `position` and `score`: 8 of a topk row's 32 bytes.
+struct Piece {
+    batch: u32,
+    layer: u16,
+    queries: Vec<QueryRun>,
+    rows: DataFrame,
+}
+
+/// One query's rows in a piece.
+struct QueryRun {
+    head: u16,
+    query_position: u32,
+    rows: u32,
+}
+
+const RUN_COLUMNS: [&str; 5] = ["batch", "layer", "head", "query_position", "rank"];
+
+impl Piece {
+    /// `df` (a one-layer frame in batch order) cut at batch rows.
+    fn cut(df: DataFrame, layer: u16, no_tokens: bool) -> Result<Vec<Piece>> {
+        let batch: Vec<u32> = df.column("batch")?.u32()?.into_no_null_iter().collect();
+        // Rollout's frame has no head column: its one fused head is 0.
+        let head: Vec<u16> = match df.column("head") {
+            Ok(c) => c.u16()?.into_no_null_iter().collect(),
+            Err(_) => vec![0; batch.len()],
+        };
+        let query: Vec<u32> = df
+            .column("query_position")?
+            .u32()?
+            .into_no_null_iter()
+            .collect();
+        let mut dropped = RUN_COLUMNS.to_vec();
+        if no_tokens {
+            dropped.extend(["query_token", "token"]);
+        }
+        let rows = df.drop_many(dropped);
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        while start < batch.len() {
+            let end = start + batch[start..].partition_point(|&b| b == batch[start]);
+            let mut queries = Vec::new();
+            let mut i = start;
+            while i < end {
+                let same = |j: &usize| head[*j] == head[i] && query[*j] == query[i];
+                let run = (i..end).take_while(same).count();
+                queries.push(QueryRun {
+                    head: head[i],
+                    query_position: query[i],
+                    rows: run as u32,
+                });
+                i += run;
+            }
+            pieces.push(Piece {
+                batch: batch[start],
+                layer,
+                queries,
+                rows: rows.slice(start as i64, end - start),
+            });
+            start = end;
+        }
+        Ok(pieces)
+    }
+
+    /// The piece's rows with every column of `empty`, in its order.
+    fn restored(self, empty: &DataFrame) -> Result<DataFrame> {
+        let n = self.rows.height();
+        let mut head = Vec::with_capacity(n);
+        let mut query = Vec::with_capacity(n);
+        let mut rank = Vec::with_capacity(n);
+        for q in &self.queries {
+            head.extend(std::iter::repeat_n(q.head, q.rows as usize));
+            query.extend(std::iter::repeat_n(q.query_position, q.rows as usize));
+            rank.extend(1..=q.rows);
+        }
+        // In the order of RUN_COLUMNS.
+        let mut runs = [
+            UInt32Chunked::from_vec("batch".into(), vec![self.batch; n]).into_column(),
+            UInt16Chunked::from_vec("layer".into(), vec![self.layer; n]).into_column(),
+            UInt16Chunked::from_vec("head".into(), head).into_column(),
+            UInt32Chunked::from_vec("query_position".into(), query).into_column(),
+            UInt32Chunked::from_vec("rank".into(), rank).into_column(),
+        ]
+        .map(Some);
+        let columns = empty
+            .columns()
+            .iter()
+            .map(|c| {
+                let name = c.name().as_str();
+                if let Some(i) = RUN_COLUMNS.iter().position(|&r| r == name) {
+                    return runs[i].take().expect("each column once");
+                }
+                match self.rows.column(name) {
+                    Ok(kept) => kept.clone(),
+                    Err(_) => Column::full_null(c.name().clone(), n, c.dtype()),
+                }
+            })
+            .collect();
+        Ok(DataFrame::new(n, columns)?)
+    }
+}
+
+/// Each batch row's `example_id`: `example_ids`, or the batch's running index `index`.
+fn labels(index: &str, example_ids: Option<&[String]>, rows: usize) -> Result<Vec<String>> {
+    match example_ids {
+        None => Ok(example_labels(index, rows)),
+        Some(ids) if ids.len() == rows => Ok(ids.to_vec()),
+        Some(ids) => Err(Error::usage(format!(
+            "example_ids: {} ids for a batch of {rows} rows",
+            ids.len()
+        ))),
+    }
+}
+
+/// The error of layer `layer` of batch `at` (the stream's running batch index).
+fn layer_error(layer: u16, at: u64, what: impl std::fmt::Display) -> Error {
+    Error::BadBatch(format!("layer {layer} of batch {at}: {what}"))
+}
+
+fn check_same_dims(first: &Dims, this: &Dims, layer: u16, at: u64) -> Result<()> {
+    let shape = |d: &Dims| (d.batch, d.heads, d.queries, d.keys);
+    if shape(first) != shape(this) {
+        let (b, h, q, k) = shape(this);
+        let (b0, h0, q0, k0) = shape(first);
+        return Err(layer_error(
+            layer,
+            at,
+            format!("(B, H, Q, K) = ({b}, {h}, {q}, {k}) but layer 0 had ({b0}, {h0}, {q0}, {k0})"),
+        ));
+    }
+    Ok(())
 }

@@ -2,7 +2,7 @@ use std::path::Path;
 
 use ingest::{
     mask_positions, row_blocks, Annotations, Dims, Dtype, Element, IngestError, Result, RowSource,
-    SlabBuffer, SlabId, SourceOptions, TensorFile,
+    SlabBuffer, SlabId, SourceOptions, TensorFile, TensorInput,
 };
 
 /// HF Longformer sliding-window + global attention, read slab by slab as attention rows.
@@ -37,11 +37,11 @@ impl SlidingWindowAttention {
     /// no global tokens: what `LongformerModel` returns without a `global_attention_mask`.
     pub fn open(
         opts: &SourceOptions,
-        global_attn: Option<&Path>,
-        global_mask: Option<&Path>,
+        global_attn: Option<&TensorInput>,
+        global_mask: Option<&TensorInput>,
     ) -> Result<Self> {
         let mut sliding = opts.open_attn()?;
-        let global = global_attn.map(|g| TensorFile::open(g, None)).transpose()?;
+        let global = global_attn.map(TensorInput::open).transpose()?;
         for t in std::iter::once(&sliding).chain(&global) {
             if !t.element.is_float() {
                 return Err(invalid(
@@ -162,12 +162,17 @@ impl SlidingWindowAttention {
     }
 }
 
-fn read_global_mask(path: &Path, batch: usize, seq: usize, x: usize) -> Result<Vec<Vec<u32>>> {
-    let globals = mask_positions(&path.into(), batch, seq)?;
+fn read_global_mask(
+    mask: &TensorInput,
+    batch: usize,
+    seq: usize,
+    x: usize,
+) -> Result<Vec<Vec<u32>>> {
+    let globals = mask_positions(mask, batch, seq)?;
     let most = globals.iter().map(Vec::len).max().unwrap_or(0);
     if most != x {
         return Err(invalid(
-            path,
+            mask.name(),
             format!("marks at most {most} global tokens in a row, but the global tensor has x = {x} slots"),
         ));
     }

@@ -13,13 +13,6 @@ use crate::options::{HeadstatsOptions, InputOptions, OutputOptions};
 use crate::output::{open_extra_sink, write_extra, Frames, MainOutput};
 use crate::progress::Progress;
 
-/// Per (batch, layer, head): smoothed entropy (nats, Clark et al. 2019), mean attention
-/// distance, self/previous/next/[CLS]/[SEP]/punctuation mass, first-position mass and the
-/// `sink` flag (Xiao et al. 2023), and head-detector scores. With `pairs`, the head × head
-/// Jensen–Shannon distances of the first selected batch row go there.
-///
-/// # Errors
-/// `Usage` for `pairs` over a dataset; `BadInput`, `Io` as [`topk`](crate::topk).
 /// The token classes whose mass `options` counts.
 pub(crate) fn token_classes(options: &HeadstatsOptions) -> TokenClasses {
     TokenClasses {
@@ -47,6 +40,13 @@ pub(crate) fn stats_of(rows: &Rows<'_>, options: &HeadstatsOptions) -> Result<Da
     )?)?)
 }
 
+/// Per (batch, layer, head): smoothed entropy (nats, Clark et al. 2019), mean attention
+/// distance, self/previous/next/[CLS]/[SEP]/punctuation mass, first-position mass and the
+/// `sink` flag (Xiao et al. 2023), and head-detector scores. With `pairs`, the head × head
+/// Jensen–Shannon distances of the first selected batch row go there.
+///
+/// # Errors
+/// `Usage` for `pairs` over a dataset; `BadInput`, `Io` as [`topk`](crate::topk).
 pub fn headstats(
     input: &InputOptions,
     options: &HeadstatsOptions,

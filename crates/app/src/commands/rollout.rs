@@ -1,15 +1,16 @@
 //! `rollout`: attention rollout ranked like `topk`, and per-position relevance.
 
 use ingest::RowSource;
+use polars::prelude::DataFrame;
 use rollout::RolloutSource;
-use serde_json::json;
+use serde_json::{json, Value};
 use topk_frames::TopkFrames;
 
 use crate::error::{Error, Result};
 use crate::input::{open_source, token_dictionary, with_pieces, Rows};
 use crate::metadata::{metadata, selection_options};
 use crate::options::{InputOptions, OutputOptions, RolloutOptions};
-use crate::output::{open_extra_sink, write_extra, Frames, MainOutput};
+use crate::output::{open_extra_sink, write_extra, FrameOut, Frames, MainOutput};
 use crate::progress::{advance, Progress};
 
 /// Attention rollout (Abnar & Zuidema 2020): per layer l, J_l = Â_l · J_{l−1} with
@@ -37,27 +38,53 @@ pub fn rollout(
         ..input.clone()
     };
     let source = open_source(&every_layer, progress)?;
-    let written_layers: Vec<u16> = match &input.layers {
-        Some(spec) => ingest::parse_selection(Some(spec), source.dims().layers, "layer")
+    let written_layers = written_layers(input, source.dims().layers)?;
+    let meta = metadata("rollout", input, &source, rollout_metadata(input, options));
+    let rows = Rows::of(&source, input)?;
+    let rollout = RolloutSource::new(&rows, options.fuse, &written_layers)?;
+    out.sink.set_metadata(meta.clone());
+    let empty = ranked_into(&rollout, &rows, options, output, &mut out.sink, progress)?;
+    if let Some(s) = relevance_sink {
+        write_extra(s, &meta, &[rollout.relevance_frame()?])?;
+    }
+    out.finish(&empty)
+}
+
+/// The cumulative layers `input.layers` picks of a source of `layers` layers (every one by
+/// default).
+pub(crate) fn written_layers(input: &InputOptions, layers: usize) -> Result<Vec<u16>> {
+    Ok(match &input.layers {
+        Some(spec) => ingest::parse_selection(Some(spec), layers, "layer")
             .map_err(|reason| ingest::IngestError::invalid(input.attn(), reason))?
             .into_iter()
             .map(|l| l as u16)
             .collect(),
-        None => (0..source.dims().layers as u16).collect(),
-    };
-    let meta = {
-        let mut o = selection_options(input);
-        o["fuse"] = json!(format!("{:?}", options.fuse).to_lowercase());
-        o["k"] = json!((!options.all).then_some(options.k));
-        o["all"] = json!(options.all);
-        metadata("rollout", input, &source, o)
-    };
-    let rows = Rows::of(&source, input)?;
+        None => (0..layers as u16).collect(),
+    })
+}
+
+pub(crate) fn rollout_metadata(input: &InputOptions, options: &RolloutOptions) -> Value {
+    let mut o = selection_options(input);
+    o["fuse"] = json!(format!("{:?}", options.fuse).to_lowercase());
+    o["k"] = json!((!options.all).then_some(options.k));
+    o["all"] = json!(options.all);
+    o
+}
+
+/// Ranks the rows of `joint` (J_l, as a row source over `rows`' positions) like topk, without
+/// the head column (rollout fuses the heads), into `out`; returns the frame's schema.
+pub(crate) fn ranked_into(
+    joint: &impl RowSource,
+    rows: &Rows<'_>,
+    options: &RolloutOptions,
+    output: &OutputOptions,
+    out: &mut impl FrameOut,
+    progress: &dyn Progress,
+) -> Result<DataFrame> {
     let spans = rows.spans();
-    let rollout = RolloutSource::new(&rows, options.fuse, &written_layers)?;
-    let tokens = token_dictionary(&rows)?;
+    let tokens = token_dictionary(rows)?;
     let mut frames = TopkFrames::new(
-        &rollout,
+        joint,
         tokens.as_ref(),
         topk_frames::TopkOptions {
             k: (!options.all).then_some(options.k as usize),
@@ -65,18 +92,12 @@ pub fn rollout(
             chunk_rows: output.row_group_size as usize,
         },
     )?;
-    out.sink.set_metadata(meta.clone());
     progress.start(frames.progress().1 as u64, "layers");
-    // Rollout fuses the heads: the frame has no head column.
     let empty = with_pieces(frames.empty()?.drop("head")?, &spans)?;
     while let Some(chunk) = frames.next() {
-        out.sink
-            .write(&with_pieces(chunk?.drop("head")?, &spans)?)?;
+        out.put(with_pieces(chunk?.drop("head")?, &spans)?)?;
         advance(progress, frames.progress().0 as u64)?;
     }
     progress.finish();
-    if let Some(s) = relevance_sink {
-        write_extra(s, &meta, &[rollout.relevance_frame()?])?;
-    }
-    out.finish(&empty)
+    Ok(empty)
 }
