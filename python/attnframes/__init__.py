@@ -34,10 +34,11 @@ import re as _re
 import textwrap as _textwrap
 
 from . import _native
+from ._capture import Capture
 
 __version__ = _native.__version__
 __all__ = ["topk", "received", "headstats", "similarity", "rollout", "compare", "cluster", "melt",
-           "plot", "view", "dense", "inspect", "stream", "Stream"]
+           "plot", "view", "dense", "inspect", "stream", "Stream", "capture", "Capture"]
 
 _REQUIRED = _inspect.Parameter.empty
 
@@ -681,6 +682,53 @@ def stream(command, *, out=None, num_layers=None, **options):
     return Stream(native, groups["python"].get("as_arrow", False))
 
 
+def capture(model, *, tokenizer=None, modules=None, **streams):
+    """Streams of a model's attention, taken as each layer computes it (forward hooks).
+
+    The model runs without ``output_attentions``, so it never holds every layer; each attention
+    module's weights (B, H, Q, K) go to the streams when the module returns and are not kept,
+    only the frames are. Needs ``torch`` (``pip install attnframes[torch]``).
+
+    >>> with af.capture(model, tokenizer=tok,  # doctest: +SKIP
+    ...                 topk=dict(k=10, out="frames/topk/", partition_by=["layer"]),
+    ...                 received=dict(normalize="minmax", out="frames/received/"),
+    ...                 headstats=dict(out="frames/headstats.parquet")) as cap:
+    ...     for texts in batches:
+    ...         cap(**tok(texts, return_tensors="pt", padding=True))
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A transformers model loaded with ``attn_implementation="eager"`` (BERT, RoBERTa,
+        DistilBERT, GPT-2, Llama-family, ViT, and any model whose ``_can_record_outputs``
+        names its attention modules), or any module with ``modules=``.
+    tokenizer : transformers tokenizer | None
+        Gives each row's tokens (``convert_ids_to_tokens`` of ``input_ids``); default none.
+    modules : Sequence[str | torch.nn.Module] | None
+        The attention modules, in layer order, whose output (or its element 1, for a tuple)
+        is the (B, H, Q, K) weights; default those ``_can_record_outputs`` names.
+    topk, received, headstats, rollout : dict
+        One stream each: the options of :func:`stream` (``out`` and the command's own), e.g.
+        ``topk=dict(k=10, out="frames/topk/")``. At least one. Rollout keeps one S × S chain
+        per batch row, never the layers before.
+
+    Returns
+    -------
+    Capture
+        Call it with a batch's model inputs (``cap(**encoding, example_ids=None)``) to run the
+        model under ``torch.no_grad()``; it returns the model's output.
+
+    Raises
+    ------
+    ValueError
+        A fused attention implementation (SDPA, flash), which returns no weights: the message
+        names ``attn_implementation="eager"``; a model with no attention modules found.
+    TypeError
+        An unknown stream, or its options not a dict.
+    """
+    return Capture(model, tokenizer, modules, streams)
+
+
 for _command in _COMMANDS:
     globals()[_command.name] = _make(_command)
 del _command
@@ -716,6 +764,27 @@ _STREAM_STUB = [
     "    def abort(self) -> None: ...",
     "    def __enter__(self) -> Stream: ...",
     "    def __exit__(self, *args: Any) -> Literal[False]: ...",
+    "",
+    "class Capture:",
+    "    results: dict[str, polars.DataFrame | pyarrow.Table]",
+    "    @property",
+    "    def modules(self) -> list[str]: ...",
+    "    def __call__(self, example_ids: Sequence[str] | None = ..., **encoding: Any) -> Any: ...",
+    "    def close(self) -> dict[str, polars.DataFrame | pyarrow.Table]: ...",
+    "    def abort(self) -> None: ...",
+    "    def __enter__(self) -> Capture: ...",
+    "    def __exit__(self, *args: Any) -> Literal[False]: ...",
+    "",
+    "def capture(",
+    "    model: Any,",
+    "    *,",
+    "    tokenizer: Any = ...,",
+    "    modules: Sequence[Any] | None = ...,",
+    "    topk: dict[str, Any] = ...,",
+    "    received: dict[str, Any] = ...,",
+    "    headstats: dict[str, Any] = ...,",
+    "    rollout: dict[str, Any] = ...,",
+    ") -> Capture: ...",
     "",
     "def stream(",
     "    command: Literal['topk', 'received', 'headstats', 'rollout'],",

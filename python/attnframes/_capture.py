@@ -1,0 +1,295 @@
+"""Attention straight from a running PyTorch model: forward hooks feed each layer's attention
+probabilities to attnframes streams as the layer computes them, and nothing else keeps them."""
+
+_STREAMED = ("topk", "received", "headstats", "rollout")
+
+# Attention implementations that compute the probabilities in a fused kernel and return None.
+_FUSED = ("sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+
+# Longformer's self-attention returns its sliding-window and global probabilities only when
+# asked (`output_attentions`), and transformers records them in no `_can_record_outputs`.
+_LONGFORMER = "LongformerSelfAttention"
+
+
+class Capture:
+    """Streams fed from a model's attention modules (``attnframes.capture``).
+
+    Calling it runs the model on one batch; each attention module's weights (B, H, Q, K) go to
+    every stream when that module returns, and are dropped by attnframes at once. Used as a
+    context manager, the outputs are finished on leaving the block (frames for memory output
+    in :attr:`results`) and removed, with the hooks, if the block raised.
+    """
+
+    def __init__(self, model, tokenizer, modules, streams):
+        from . import stream  # the package imports this module first
+
+        if not streams:
+            raise TypeError("capture() needs a stream: topk=dict(...), received=dict(...), "
+                            "headstats=dict(...) or rollout=dict(...)")
+        for name, options in streams.items():
+            if name not in _STREAMED:
+                raise TypeError(f"capture() got an unexpected keyword argument {name!r} "
+                                f"(streams: {', '.join(_STREAMED)})")
+            if not isinstance(options, dict):
+                raise TypeError(f"{name}: the stream's options as a dict, e.g. {name}=dict(out="
+                                f"'frames/{name}/'), not {type(options).__name__}")
+        self._model, self._tokenizer = model, tokenizer
+        self._modules = _attention_modules(model, modules)
+        self._longformer = all(type(m).__name__ == _LONGFORMER for _, m, _ in self._modules)
+        if modules is None and not self._longformer:
+            check_implementation(model)
+        layers = len(self._modules)
+        self._streams = {}
+        try:
+            for name, options in streams.items():
+                if self._longformer:
+                    options = dict(options, sliding_window=True)
+                self._streams[name] = stream(name, num_layers=layers, **options)
+        except BaseException:
+            self._abort()
+            raise
+        self._batch = None
+        self._batches = 0
+        self.results = {}
+        self._handles = []
+        for layer, (name, module, index) in enumerate(self._modules):
+            if self._longformer:
+                self._handles.append(module.register_forward_pre_hook(
+                    _ask_for_attentions, with_kwargs=True))
+            self._handles.append(module.register_forward_hook(self._hook(layer, name, index)))
+
+    @property
+    def modules(self):
+        """The hooked attention modules' names, in layer order."""
+        return [name for name, _, _ in self._modules]
+
+    def __call__(self, example_ids=None, **encoding):
+        """Runs the model on one batch (``model(**encoding)`` under ``torch.no_grad()``) and
+        returns its output; each layer's attention goes to the streams as it is computed.
+
+        Parameters
+        ----------
+        example_ids : Sequence[str] | None
+            One id per batch row; default the batch's running index (``i:row``).
+        **encoding
+            The model's inputs: a tokenizer's encoding (``input_ids``, ``attention_mask``, ...)
+            or ``pixel_values``. ``attention_mask`` (B, S) marks valid positions; tokens come
+            from ``tokenizer.convert_ids_to_tokens(input_ids)`` when a tokenizer was given.
+
+        Raises
+        ------
+        ValueError
+            A layer's weights that are None (a fused attention implementation), not 4-D, or
+            that do not fit the batch, naming the layer and the batch; a batch in which an
+            attention module did not run. The capture's outputs are then unfinished: leave the
+            ``with`` block (which removes them) or call :meth:`abort`.
+        """
+        import torch
+
+        if self._handles is None:
+            raise ValueError("this capture is closed")
+        mask = encoding.get("attention_mask")
+        global_mask = encoding.get("global_attention_mask")
+        ids = encoding.get("input_ids")
+        tokens = None
+        if self._tokenizer is not None and ids is not None:
+            tokens = [self._tokenizer.convert_ids_to_tokens(row) for row in ids.tolist()]
+        self._batch = dict(
+            tokens=tokens,
+            attention_mask=None if mask is None else mask.detach().cpu(),
+            global_mask=None if global_mask is None else global_mask.detach().cpu(),
+            length=None if ids is None else ids.shape[1],
+            example_ids=None if example_ids is None else [str(i) for i in example_ids],
+            next_layer=0,
+        )
+        try:
+            with torch.no_grad():
+                output = self._model(**encoding)
+            ran = self._batch["next_layer"]
+            if ran != len(self._modules):
+                raise ValueError(f"layer {ran} of batch {self._batches}: missing: the model ran "
+                                 f"{ran} of its {len(self._modules)} attention modules")
+        finally:
+            self._batch = None
+        self._batches += 1
+        return output
+
+    def _hook(self, layer, name, index):
+        import torch
+
+        def hook(module, args, output):
+            batch = self._batch
+            if batch is None:
+                return
+            weights = output[index] if isinstance(output, (tuple, list)) else output
+            extra = {}
+            if self._longformer:
+                weights, extra = _longformer_layer(output, batch)
+            if weights is None:
+                raise ValueError(_fused_message(self._model, name))
+            if layer != batch["next_layer"]:
+                raise ValueError(f"layer {layer} of batch {self._batches}: {name} ran out of "
+                                 f"order: expected layer {batch['next_layer']}")
+            weights = _readable(weights, torch)
+            extra = {k: _readable(v, torch) for k, v in extra.items()}
+            first = layer == 0
+            for s in self._streams.values():
+                s.add(weights, layer=layer, **extra,
+                      tokens=batch["tokens"] if first else None,
+                      attention_mask=batch["attention_mask"] if first else None,
+                      global_mask=batch["global_mask"] if first else None,
+                      example_ids=batch["example_ids"] if first else None)
+            batch["next_layer"] += 1
+            if self._longformer:
+                return output[:1]  # as without output_attentions: the model keeps nothing
+
+        return hook
+
+    def close(self):
+        """Removes the hooks and finishes every output; returns :attr:`results`, the frames of
+        the streams with memory output by stream name."""
+        self._remove_hooks()
+        for name, s in self._streams.items():
+            result = s.close()
+            if result is not None:
+                self.results[name] = result
+        return self.results
+
+    def abort(self):
+        """Removes the hooks and drops every output unfinished: nothing written is left."""
+        self._remove_hooks()
+        self._abort()
+
+    def _abort(self):
+        for s in self._streams.values():
+            s.abort()
+
+    def _remove_hooks(self):
+        for handle in self._handles or ():
+            handle.remove()
+        self._handles = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+
+def _readable(weights, torch):
+    """The weights as attnframes reads them in place: detached, on the CPU, float16/32/64."""
+    weights = weights.detach()
+    if weights.device.type != "cpu":
+        weights = weights.cpu()
+    if weights.dtype not in (torch.float16, torch.float32, torch.float64):
+        weights = weights.float()
+    return weights
+
+
+def _ask_for_attentions(module, args, kwargs):
+    return args, dict(kwargs, output_attentions=True)
+
+
+def _longformer_layer(output, batch):
+    """One Longformer layer as transformers stacks it in ``attentions`` and
+    ``global_attentions``: the sliding window (1, B, H, S, x + w + 1), queries cut to the input
+    length, and the global probabilities (1, B, H, S_pad, x) when there are global tokens."""
+    if len(output) < 2:
+        return None, {}
+    local = output[1].transpose(1, 2)
+    if batch["length"] is not None:
+        local = local[:, :, :batch["length"]]
+    extra = {}
+    if len(output) > 2:
+        extra["global_attn"] = output[2].transpose(2, 3).unsqueeze(0)
+    return local.unsqueeze(0), extra
+
+
+def _attention_modules(model, modules):
+    """``(name, module, output index)`` of each attention module, in the model's order."""
+    if modules is not None:
+        return _named(model, modules)
+    found = []
+    for prefix, owner in model.named_modules():
+        specs = getattr(owner, "_can_record_outputs", None)
+        if not specs or "attentions" not in specs:
+            continue
+        for spec in _as_list(specs["attentions"]):
+            found += _matching(owner, prefix, spec)
+        break
+    if not found:
+        found = [(name, m, 1) for name, m in model.named_modules()
+                 if type(m).__name__ == _LONGFORMER]
+    if not found:
+        raise ValueError(f"{type(model).__name__}: no attention modules found (the model does "
+                         "not name them in _can_record_outputs): give modules=[names]")
+    seen = set()
+    return [m for m in found if not (id(m[1]) in seen or seen.add(id(m[1])))]
+
+
+def _as_list(value):
+    return value if isinstance(value, (list, tuple)) else [value]
+
+
+def _matching(owner, prefix, spec):
+    """The modules under ``owner`` one ``_can_record_outputs`` entry names, as transformers'
+    own output recorder matches them: a class, a class-name suffix, or an OutputRecorder with
+    an output index and a module-name part."""
+    if isinstance(spec, type):
+        target, suffix, index, part = spec, None, 1, None
+    elif isinstance(spec, str):
+        target, suffix, index, part = None, spec, 1, None
+    else:
+        target = getattr(spec, "target_class", None)
+        suffix = getattr(spec, "class_name", None)
+        index = getattr(spec, "index", 1)
+        part = getattr(spec, "layer_name", None)
+    out = []
+    for name, module in owner.named_modules(prefix=prefix):
+        if not (target is not None and isinstance(module, target)
+                or suffix is not None and name.endswith(suffix)):
+            continue
+        if part is not None and "." + part.strip(".") + "." not in name + ".":
+            continue
+        out.append((name, module, index))
+    return out
+
+
+def _named(model, modules):
+    by_name = dict(model.named_modules())
+    names = {id(m): n for n, m in by_name.items()}
+    out = []
+    for m in modules:
+        if isinstance(m, str):
+            if m not in by_name:
+                raise ValueError(f"modules: {type(model).__name__} has no module {m!r}")
+            out.append((m, by_name[m], 1))
+        elif id(m) in names:
+            out.append((names[id(m)], m, 1))
+        else:
+            raise ValueError(f"modules: {type(m).__name__} is not a module of "
+                             f"{type(model).__name__}")
+    if not out:
+        raise ValueError("modules: name at least one attention module")
+    return out
+
+
+def _fused_message(model, name):
+    config = getattr(model, "config", None)
+    implementation = getattr(config, "_attn_implementation", None) or "a fused kernel"
+    return (f"{name}: attention computed with {implementation!r} returns no weights (None); "
+            "load the model with "
+            'attn_implementation="eager" (from_pretrained(..., attn_implementation="eager") or '
+            'model.set_attn_implementation("eager"))')
+
+
+def check_implementation(model):
+    """A fused attention implementation is known before the first batch: say so at once."""
+    config = getattr(model, "config", None)
+    implementation = getattr(config, "_attn_implementation", None)
+    if implementation in _FUSED:
+        raise ValueError(_fused_message(model, type(model).__name__))

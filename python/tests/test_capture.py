@@ -1,0 +1,265 @@
+"""Capture from tiny transformers models built from configs (random weights, no downloads):
+each stream's frames equal the CLI's over the same model's `output_attentions`, saved."""
+import json
+import subprocess
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+import attnframes as af
+from test_python import BIN, same
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+STREAMS = {"topk": {"k": 3}, "received": {"normalize": "minmax"}, "headstats": {},
+           "rollout": {"k": 4}}
+SMALL = dict(hidden_size=32, num_attention_heads=4, intermediate_size=64)
+
+
+def bert():
+    return transformers.BertModel(transformers.BertConfig(
+        vocab_size=60, num_hidden_layers=3, max_position_embeddings=64,
+        attn_implementation="eager", **SMALL))
+
+
+def gpt2():
+    return transformers.GPT2Model(transformers.GPT2Config(
+        vocab_size=60, n_layer=2, n_head=4, n_embd=32, n_positions=64,
+        attn_implementation="eager"))
+
+
+def llama():
+    return transformers.LlamaModel(transformers.LlamaConfig(
+        vocab_size=60, num_hidden_layers=2, num_key_value_heads=2, max_position_embeddings=64,
+        attn_implementation="eager", **SMALL))
+
+
+def distilbert():
+    return transformers.DistilBertModel(transformers.DistilBertConfig(
+        vocab_size=60, n_layers=2, n_heads=4, dim=32, hidden_dim=64,
+        max_position_embeddings=64, attn_implementation="eager"))
+
+
+def vit():
+    return transformers.ViTModel(transformers.ViTConfig(
+        image_size=16, patch_size=4, num_channels=3, num_hidden_layers=2,
+        attn_implementation="eager", **SMALL))
+
+
+def longformer():
+    return transformers.LongformerModel(transformers.LongformerConfig(
+        vocab_size=60, num_hidden_layers=2, attention_window=4, max_position_embeddings=40,
+        pad_token_id=1, **SMALL))
+
+
+def longformer_batches():
+    """Global tokens (one per row, then two in one row) and padding, as the model pads each
+    batch to a multiple of its window."""
+    g = torch.Generator().manual_seed(2)
+    first = {"input_ids": torch.randint(5, 60, (2, 10), generator=g),
+             "attention_mask": torch.tensor([[1] * 10, [1] * 7 + [0] * 3]),
+             "global_attention_mask": torch.tensor([[1] + [0] * 9] * 2)}
+    second = {"input_ids": torch.randint(5, 60, (2, 7), generator=g),
+              "attention_mask": torch.ones(2, 7, dtype=torch.long),
+              "global_attention_mask": torch.tensor([[1, 0, 0, 1, 0, 0, 0], [1] + [0] * 6])}
+    return [first, second]
+
+
+def text_batches(seed=0):
+    """Two batches of different lengths, the second padded on the right."""
+    g = torch.Generator().manual_seed(seed)
+    first = {"input_ids": torch.randint(5, 60, (2, 9), generator=g),
+             "attention_mask": torch.ones(2, 9, dtype=torch.long)}
+    second = {"input_ids": torch.randint(5, 60, (3, 6), generator=g),
+              "attention_mask": torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 5 + [0]])}
+    return [first, second]
+
+
+def image_batches():
+    g = torch.Generator().manual_seed(1)
+    return [{"pixel_values": torch.randn(2, 3, 16, 16, generator=g)},
+            {"pixel_values": torch.randn(1, 3, 16, 16, generator=g)}]
+
+
+def tokenizer():
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ","] + [f"w{i}" for i in range(53)]
+    return transformers.BertTokenizer(vocab={w: i for i, w in enumerate(vocab)})
+
+
+def cli_over_saved(tmp_path, model, batches, command, options, tok=None):
+    """The CLI over each batch's `output_attentions`, stacked and saved with np.save, with its
+    mask and tokens: one run per batch, `example_id` i:row added as a dataset run adds it."""
+    frames = []
+    for i, encoding in enumerate(batches):
+        with torch.no_grad():
+            out = model(**encoding, output_attentions=True)
+        d = tmp_path / f"saved{i}"
+        d.mkdir(exist_ok=True)
+        np.save(d / "attn.npy", torch.stack(out.attentions).numpy())
+        args = [BIN, command, "--attn", d / "attn.npy", "-o", d / f"{command}.parquet"]
+        if getattr(out, "global_attentions", None) is not None:
+            np.save(d / "global.npy", torch.stack(out.global_attentions).numpy())
+            np.save(d / "global_mask.npy", encoding["global_attention_mask"].numpy())
+            args += ["--global-attn", d / "global.npy", "--global-mask", d / "global_mask.npy"]
+        if "attention_mask" in encoding:
+            np.save(d / "mask.npy", encoding["attention_mask"].numpy())
+            args += ["--attention-mask", d / "mask.npy"]
+        if tok is not None:
+            tokens = [tok.convert_ids_to_tokens(r) for r in encoding["input_ids"].tolist()]
+            (d / "tokens.json").write_text(json.dumps(tokens))
+            args += ["--tokens", d / "tokens.json"]
+        for k, v in options.items():
+            args += ["-k", v] if k == "k" else [f"--{k}", v]
+        p = subprocess.run([str(a) for a in args], capture_output=True)
+        assert p.returncode == 0, p.stderr.decode()
+        df = pl.read_parquet(d / f"{command}.parquet")
+        label = pl.lit(f"{i}:") + pl.col("batch").cast(pl.String) if df["batch"].max() > 0 \
+            or len(next(iter(encoding.values()))) > 1 else pl.lit(str(i))
+        frames.append(df.select(label.alias("example_id"), pl.all()))
+    return pl.concat(frames)
+
+
+@pytest.mark.parametrize("build", [bert, gpt2, llama, distilbert, vit, longformer])
+def test_capture_equals_the_cli_over_saved_output_attentions(tmp_path, build):
+    torch.manual_seed(0)
+    model = build().eval()
+    batches = {vit: image_batches, longformer: longformer_batches}.get(build, text_batches)()
+    tok = tokenizer() if build is bert else None
+    with af.capture(model, tokenizer=tok, **{c: dict(o) for c, o in STREAMS.items()}) as cap:
+        for encoding in batches:
+            cap(**encoding)
+    for command, options in STREAMS.items():
+        want = cli_over_saved(tmp_path, model, batches, command, options, tok)
+        same(cap.results[command], want)
+    if tok is not None:
+        assert cap.results["topk"]["token"].cast(pl.String).str.starts_with("w").any()
+
+
+def test_capture_writes_datasets_and_a_failure_leaves_nothing(tmp_path):
+    model = bert().eval()
+    out = tmp_path / "frames"
+    with af.capture(model, topk=dict(k=2, out=f"{out}/topk/", partition_by=["layer"]),
+                    headstats=dict(out=out / "headstats.parquet")) as cap:
+        for i, encoding in enumerate(text_batches()):
+            cap(**encoding, example_ids=[f"doc{i}_{r}" for r in range(len(encoding["input_ids"]))])
+    assert (out / "topk" / "_SUCCESS").exists()
+    assert sorted(p.name for p in (out / "topk").glob("layer=*")) == ["layer=00", "layer=01", "layer=02"]
+    ids = pl.read_parquet(out / "headstats.parquet")["example_id"].unique().sort().to_list()
+    assert ids == ["doc0_0", "doc0_1", "doc1_0", "doc1_1", "doc1_2"]
+
+    failed = tmp_path / "failed"
+    with pytest.raises(RuntimeError, match="the data loader failed"):
+        with af.capture(model, topk=dict(out=f"{failed}/topk/"),
+                        received=dict(out=failed / "received.parquet")) as cap:
+            cap(**text_batches()[0])
+            raise RuntimeError("the data loader failed")
+    assert not failed.exists() or not any(failed.rglob("*"))
+    # The hooks are gone: the model runs as before.
+    model(**text_batches()[0])
+
+
+def test_fused_attention_and_bad_layers_are_errors(tmp_path):
+    sdpa = transformers.BertModel(transformers.BertConfig(
+        vocab_size=60, num_hidden_layers=2, attn_implementation="sdpa", **SMALL))
+    with pytest.raises(ValueError, match='attn_implementation="eager"'):
+        af.capture(sdpa, topk=dict())
+    # Named modules skip the check; the hook finds the missing weights.
+    names = [f"encoder.layer.{i}.attention.self" for i in range(2)]
+    with pytest.raises(ValueError, match="'sdpa' returns no weights"):
+        with af.capture(sdpa, modules=names, topk=dict()) as cap:
+            cap(**text_batches()[0])
+    model = bert().eval()
+    reversed_names = [f"encoder.layer.{i}.attention.self" for i in (2, 1, 0)]
+    with pytest.raises(ValueError, match="^layer 2 of batch 0: .* out of order: expected layer 0"):
+        with af.capture(model, modules=reversed_names, topk=dict()) as cap:
+            cap(**text_batches()[0])
+    with pytest.raises(TypeError, match="unexpected keyword argument 'rollup'"):
+        af.capture(model, rollup=dict())
+    with pytest.raises(ValueError, match="has no module 'encoder.nope'"):
+        af.capture(model, modules=["encoder.nope"], topk=dict())
+
+
+def test_stream_by_layer_equals_the_whole_batch_and_checks_each_layer():
+    rng = np.random.default_rng(5)
+    batches = []
+    for s in (5, 7):
+        a = rng.random((3, 2, 2, s, s), dtype=np.float32)
+        batches.append(a / a.sum(-1, keepdims=True))
+    for (command, options), layers in zip([*STREAMS.items()] * 2, [None] * 4 + ["1,2"] * 4):
+        with af.stream(command, layers=layers, **options) as whole:
+            for a in batches:
+                whole.add(a)
+        with af.stream(command, layers=layers, num_layers=3, **options) as by_layer:
+            for a in batches:
+                for layer in range(3):
+                    by_layer.add(a[layer], layer=layer)
+        same(by_layer.result, whole.result)
+    with af.stream("topk", layers="2", num_layers=3) as s:
+        for layer in range(3):
+            s.add(batches[0][layer], layer=layer)
+    assert s.result["layer"].unique().to_list() == [2]
+
+    a = batches[0]
+    cases = [
+        (lambda s: s.add(a[1], layer=1), "^layer 1 of batch 0: the layers of a batch arrive in order: expected layer 0$"),
+        (lambda s: (s.add(a[0], layer=0), s.add(a[1][:1], layer=1)), r"^layer 1 of batch 0: \(B, H, Q, K\) = \(1, 2, 5, 5\) but layer 0 had \(2, 2, 5, 5\)$"),
+        (lambda s: (s.add(a[0], layer=0), s.add(a[1][:, :1], layer=1)), r"^layer 1 of batch 0: \(B, H, Q, K\) = \(2, 1, 5, 5\)"),
+        (lambda s: s.add(a, layer=0), "^layer 0 of batch 0: .*names 4 axes but the tensor has 5"),
+        (lambda s: s.add(a[0], layer=0, tokens=[["x"] * 4] * 2), "^layer 0 of batch 0: .*tokens"),
+        (lambda s: [s.add(a[l], layer=l) for l in range(3)] + [s.add(a[l], layer=l) for l in range(2)] + [s.close()],
+         "^layer 2 of batch 1: missing: the batch ended after 2 of 3 layers$"),
+    ]
+    for run, message in cases:
+        with pytest.raises(ValueError, match=message):
+            with af.stream("received") as s:
+                run(s)
+
+
+def test_dask_workers_capture_their_shards_into_one_dataset(tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    g = torch.Generator().manual_seed(7)
+    texts = torch.randint(5, 60, (12, 8), generator=g).tolist()  # 12 "texts" of 8 token ids
+    out, n = str(tmp_path / "dask") + "/", 3
+
+    class LoadModel(WorkerPlugin):
+        """Each worker builds the model once (the same weights everywhere: one seed)."""
+
+        def setup(self, worker):
+            torch.manual_seed(0)
+            torch.set_num_threads(1)
+            worker.model = transformers.BertModel(transformers.BertConfig(
+                vocab_size=60, num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
+                intermediate_size=64, attn_implementation="eager")).eval()
+
+    def capture(model, rows, first, target, shard=None):
+        with af.capture(model, topk=dict(k=2, out=target, partition_by=["layer"], shard=shard,
+                                         threads=1)) as cap:
+            for j in range(0, len(rows), 2):
+                ids = torch.tensor(rows[j:j + 2])
+                cap(input_ids=ids, attention_mask=torch.ones_like(ids),
+                    example_ids=[f"text{first + j + r}" for r in range(len(ids))])
+
+    def capture_shard(i):
+        mine = slice(i * len(texts) // n, (i + 1) * len(texts) // n)
+        capture(distributed.get_worker().model, texts[mine], mine.start, out, shard=(i, n))
+        return i
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        client.register_plugin(LoadModel())
+        assert sorted(client.gather(client.map(capture_shard, range(n)))) == list(range(n))
+    assert (tmp_path / "dask" / "_SUCCESS").exists()
+    torch.manual_seed(0)
+    single = transformers.BertModel(transformers.BertConfig(
+        vocab_size=60, num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
+        intermediate_size=64, attn_implementation="eager")).eval()
+    capture(single, texts, 0, str(tmp_path / "single") + "/")
+    read = lambda d: duckdb.sql(
+        f"SELECT example_id, layer, head, query_position, rank, position, score "
+        f"FROM read_parquet('{d}/**/*.parquet') ORDER BY ALL").fetchall()
+    assert read(tmp_path / "dask") == read(tmp_path / "single")
