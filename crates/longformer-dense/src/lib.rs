@@ -25,11 +25,12 @@
 //! work, with the global positions from `global_attention_mask`.
 //!
 //! ```no_run
-//! use ingest::{RowSource, SlabBuffer, SourceOptions};
+//! use ingest::{RowSource, SlabBuffer, SourceOptions, TensorInput};
 //! use longformer_dense::SlidingWindowAttention;
 //!
 //! let opts = SourceOptions { attn: "attentions.npy".into(), ..Default::default() };
-//! let src = SlidingWindowAttention::open(&opts, Some("global_attentions.npy".as_ref()), None)?;
+//! let global = TensorInput::from("global_attentions.npy"); // or an array read in place
+//! let src = SlidingWindowAttention::open(&opts, Some(&global), None)?;
 //! let mut buf = SlabBuffer::default();
 //! let first = src.slabs()[0];
 //! src.for_each_query_row(first, &mut buf, |_, q, row| println!("query {q}: {} keys", row.len()))?;
