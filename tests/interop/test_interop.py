@@ -100,6 +100,24 @@ def test_topk_every_format_every_reader(tmp_path, ext):
             assert len(pd.read_csv(out)) == len(exp)
 
 
+def test_a_dataset_into_one_arrow_file_reads_in_every_reader(tmp_path):
+    # Each example brings its own token and example_id dictionaries, and an Arrow IPC file
+    # allows one per column: the file holds their values as plain strings.
+    files = []
+    for stem in ("a", "b"):
+        files.append(tmp_path / f"{stem}.npy")
+        np.save(files[-1], A)
+        (tmp_path / f"{stem}.json").write_text(json.dumps(TOKENS))
+    run("topk", "--attn", *files, "--tokens-dir", tmp_path, "-k", 2, "-o", tmp_path / "t.arrow")
+    run("topk", "--attn", *files, "--tokens-dir", tmp_path, "-k", 2, "-o", tmp_path / "t.parquet")
+    arrow = read_any(tmp_path / "t.arrow")
+    assert arrow.schema.field("token").type == pa.large_string()
+    want = pq.read_table(tmp_path / "t.parquet").to_pandas()
+    for got in (arrow.to_pandas(), pl.read_ipc(tmp_path / "t.arrow").to_pandas(),
+                duckdb.sql("SELECT * FROM arrow").df()):
+        pd.testing.assert_frame_equal(got.astype(str), want.astype(str))
+
+
 def test_ipc_stream_on_stdout():
     p = run("topk", "--attn", FIX / "attentions.npy", "-k", 2, "-o", "-", "--format", "ipc")
     t = pa.ipc.open_stream(p.stdout).read_all()

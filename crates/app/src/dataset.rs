@@ -213,6 +213,7 @@ impl DatasetWriter {
             check_directory_options(output, d, shard)?;
             let mut main = MainOutput::open(output)?;
             main.sink.set_metadata(meta);
+            main.sink.set_several_dictionaries();
             Output::File(main)
         };
         Ok(DatasetWriter {

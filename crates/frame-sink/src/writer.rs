@@ -160,6 +160,9 @@ pub struct FrameSink {
     writer: Option<Writer>,
     rows: u64,
     capture: Option<FrameCapture>,
+    /// The frames carry dictionaries that differ (one per example): an IPC file, which takes
+    /// one dictionary per column, gets their values as plain strings.
+    several_dictionaries: bool,
 }
 
 /// Where a memory sink puts its frames: the Python binding returns them instead of a file.
@@ -178,6 +181,7 @@ impl FrameSink {
             writer: Some(Writer::Memory(Vec::new())),
             rows: 0,
             capture: Some(capture),
+            several_dictionaries: false,
         }
     }
 
@@ -202,6 +206,7 @@ impl FrameSink {
             writer: None,
             rows: 0,
             capture: None,
+            several_dictionaries: false,
         })
     }
 
@@ -290,6 +295,32 @@ impl FrameSink {
         Ok(w)
     }
 
+    /// Says that the frames to come carry different dictionaries (a dataset or stream of
+    /// several examples into one file). Parquet, CSV and IPC streams take that as it is; an
+    /// Arrow IPC file allows one dictionary per column, so its dictionary columns are written
+    /// as plain strings.
+    pub fn set_several_dictionaries(&mut self) {
+        self.several_dictionaries = true;
+    }
+
+    /// `df` as this sink's format takes it (see [`set_several_dictionaries`](Self::set_several_dictionaries)).
+    fn as_written(&self, df: &DataFrame) -> Result<DataFrame> {
+        let ipc_file = self.target.format == OutputFormat::Ipc && self.target.path.is_some();
+        if !(self.several_dictionaries && ipc_file) {
+            return Ok(df.clone());
+        }
+        let columns = df
+            .columns()
+            .iter()
+            .map(|c| match c.dtype() {
+                DataType::Categorical(..) | DataType::Enum(..) => c.cast(&DataType::String),
+                _ => Ok(c.clone()),
+            })
+            .collect::<PolarsResult<Vec<_>>>()
+            .map_err(|e| self.err(e))?;
+        DataFrame::new(df.height(), columns).map_err(|e| self.err(e))
+    }
+
     /// Sets the `attnframes` metadata JSON; takes effect when the first chunk starts the file.
     pub fn set_metadata(&mut self, json: String) {
         self.options.metadata_json = json;
@@ -297,11 +328,11 @@ impl FrameSink {
 
     /// Writes one chunk; chunks longer than the row-group size are cut.
     pub fn write(&mut self, df: &DataFrame) -> Result<()> {
+        let mut df = self.as_written(df)?;
         if self.writer.is_none() {
-            let w = self.start(df)?;
+            let w = self.start(&df)?;
             self.writer = Some(w);
         }
-        let mut df = df.clone();
         df.rechunk_mut_par();
         let step = self.options.row_group_size;
         let mut offset = 0usize;
@@ -359,7 +390,8 @@ impl FrameSink {
     /// [`PendingFile::commit`] (a dataset renames all its parts only when every one is done).
     pub fn finish_pending(mut self, empty: &DataFrame) -> Result<(u64, PendingFile)> {
         if self.writer.is_none() {
-            self.writer = Some(self.start(empty)?);
+            let empty = self.as_written(empty)?;
+            self.writer = Some(self.start(&empty)?);
         }
         let writer = self.writer.take().expect("started");
         let r: std::result::Result<(), String> = match writer {
