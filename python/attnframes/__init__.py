@@ -544,10 +544,21 @@ _COMMANDS = [
 # What each batch of a stream brings; everything else is the stream's, given once.
 _PER_BATCH = ("tokens", "attention_mask", "padding_mask", "input_ids", "vocab", "head_importance",
               "global_attn", "global_mask")
-_NOT_STREAMED = {"tokens_dir", "example_id_from", "relevance"}
+# The extra outputs only their command writes, over a file.
+_NOT_STREAMED = {"tokens_dir", "example_id_from", "relevance", "pairs"}
 _STREAMED = ("topk", "received", "headstats", "rollout")
 # Rollout is no dataset command, but its stream writes one as the others' do.
 _STREAM_DATASET = [p for p in _DATASET if p.name in ("partition_by", "max_rows_per_file", "shard")]
+
+
+def _example_ids(value):
+    """One ``str`` id per batch row: a sequence of anything with a text form (numbers, numpy or
+    torch scalars), not one string."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):
+        raise TypeError("example_ids: one id per batch row (a list), not one string")
+    return [str(i.item() if hasattr(i, "item") else i) for i in value]
 
 
 class Stream:
@@ -578,35 +589,42 @@ class Stream:
             tensor works through numpy).
         tokens, attention_mask, padding_mask, input_ids, vocab, head_importance, global_mask
             As for ``topk``, for this batch: (B, S) masks and ids, S tokens per row. With
-            ``layer``, given with layer 0 and kept for the batch's later layers.
+            ``layer``, given with layer 0 (a ValueError with a later layer) and kept for the
+            batch's later layers.
         global_attn : numpy.ndarray | torch.Tensor | str | os.PathLike[str] | None
             Longformer's global attentions of this batch (or, with ``layer``, of this layer,
             (1, B, H, S_pad, x) as ``attn`` is then (1, B, H, S, x + w + 1)); the stream takes
             ``sliding_window=True`` for Longformer without global tokens.
         example_ids : Sequence[str] | None
             One id per batch row; default the batch's running index (``i``, or ``i:row`` for a
-            batch of several rows).
+            batch of several rows). With ``layer``, given with layer 0.
         layer : int | None
             This layer's index, 0-based. Layer 0 starts a batch; its layers arrive in order and
             the batch is finished at its last layer (``num_layers``), at the next layer 0, or
             when the stream closes. Only what the command needs of a layer is kept until then
-            (topk's frames, received's column sums, headstats' rows).
+            (topk's frames, received's column sums, headstats' rows, rollout's chain). A layer
+            that raises drops its batch, whose rows are then not written; the next batch starts
+            at layer 0.
 
         Raises
         ------
         ValueError
-            As ``topk``; with ``layer``, naming the layer and the batch: a layer out of order,
-            not 4-D, with another B, H, Q or K than the batch's layer 0, or a batch missing a
-            layer.
+            As ``topk``; with ``layer``, naming the layer and the batch: a layer out of order or
+            past ``num_layers``, not 4-D, with another B, H, Q or K than the batch's layer 0, or
+            a batch missing a layer.
         OSError, TypeError
             As ``topk``. The stream stays open and what was added before is kept.
         """
         arguments = dict(tokens=tokens, attention_mask=attention_mask, padding_mask=padding_mask,
                          input_ids=input_ids, vocab=vocab, head_importance=head_importance,
                          global_mask=global_mask)
-        if layer is not None and layer != 0 and self._batch_input is not None \
-                and all(v is None for v in arguments.values()):
-            batch_input = self._batch_input
+        if layer is not None and layer != 0:
+            given = [name for name, v in dict(arguments, example_ids=example_ids).items()
+                     if v is not None]
+            if given:
+                raise ValueError(f"{given[0]}: a batch's {given[0]} come with its layer 0, not "
+                                 f"with layer {layer}")
+            batch_input = self._batch_input or {}
         else:
             groups = {"input": {}}
             for p in _INPUT:
@@ -617,8 +635,8 @@ class Stream:
         this = dict(batch_input, **_attn_input(attn))
         if global_attn is not None:
             this["global_attn"] = _array_or_path(global_attn)
-        ids = None if example_ids is None else [str(i) for i in example_ids]
-        _native_call(self._native.add, this, ids, None if layer is None else _index(layer))
+        _native_call(self._native.add, this, _example_ids(example_ids),
+                     None if layer is None else _index(layer))
 
     def close(self):
         """Finishes the output (renamed into place, or a dataset's parts and ``_SUCCESS``);
@@ -650,8 +668,10 @@ def stream(command, *, out=None, num_layers=None, **options):
     (``Stream.result`` after the ``with`` block). The other keywords are the command's own
     (``k``, ``normalize``, ``layers``, ``row_group_size``, ...), except what each batch brings
     to :meth:`Stream.add` (tokens, masks, ids, head importance). ``num_layers``, for batches
-    added layer by layer, finishes each batch at its last layer and resolves a ``layers``
-    selection (default: learnt from the first batch).
+    added layer by layer, finishes each batch at its last layer (default: the next layer 0
+    or the end finishes it, and the first batch's count holds for the rest); a ``layers``
+    selection over batches added layer by layer needs it. An output no batch reached still
+    gets the command's columns.
 
     >>> with af.stream("topk", k=10, out="frames/topk/", partition_by=["layer"]) as s:  # doctest: +SKIP
     ...     for attn, tokens in batches:
@@ -705,8 +725,10 @@ def capture(model, *, tokenizer=None, modules=None, **streams):
     tokenizer : transformers tokenizer | None
         Gives each row's tokens (``convert_ids_to_tokens`` of ``input_ids``); default none.
     modules : Sequence[str | torch.nn.Module] | None
-        The attention modules, in layer order, whose output (or its element 1, for a tuple)
-        is the (B, H, Q, K) weights; default those ``_can_record_outputs`` names.
+        The attention modules whose output (or its element 1, for a tuple) is the (B, H, Q, K)
+        weights; the ``layer`` of each is its place in this list, 0-based. Default: those
+        ``_can_record_outputs`` names, in the model's order. An encoder-decoder needs it (one
+        stack's modules: their lengths differ).
     topk, received, headstats, rollout : dict
         One stream each: the options of :func:`stream` (``out`` and the command's own), e.g.
         ``topk=dict(k=10, out="frames/topk/")``. At least one. Rollout keeps one S × S chain
@@ -716,13 +738,17 @@ def capture(model, *, tokenizer=None, modules=None, **streams):
     -------
     Capture
         Call it with a batch's model inputs (``cap(**encoding, example_ids=None)``) to run the
-        model under ``torch.no_grad()``; it returns the model's output.
+        model under ``torch.no_grad()``; it returns the model's output. Only those calls are
+        captured: the model called otherwise, ``model.generate`` included, runs as without
+        hooks.
 
     Raises
     ------
     ValueError
         A fused attention implementation (SDPA, flash), which returns no weights: the message
-        names ``attn_implementation="eager"``; a model with no attention modules found.
+        names ``attn_implementation="eager"``; a model with no attention modules found; an
+        encoder-decoder without ``modules``; a module listed twice; two streams with one
+        ``out``; a stream's own options (``k=0``, ``pairs``, ``relevance``).
     TypeError
         An unknown stream, or its options not a dict.
     """

@@ -1,6 +1,9 @@
 """Attention straight from a running PyTorch model: forward hooks feed each layer's attention
 probabilities to attnframes streams as the layer computes them, and nothing else keeps them."""
 
+import os as _os
+import warnings as _warnings
+
 _STREAMED = ("topk", "received", "headstats", "rollout")
 
 # Attention implementations that compute the probabilities in a fused kernel and return None.
@@ -33,6 +36,7 @@ class Capture:
             if not isinstance(options, dict):
                 raise TypeError(f"{name}: the stream's options as a dict, e.g. {name}=dict(out="
                                 f"'frames/{name}/'), not {type(options).__name__}")
+        _distinct_outputs(streams)
         self._model, self._tokenizer = model, tokenizer
         self._modules = _attention_modules(model, modules)
         self._longformer = all(type(m).__name__ == _LONGFORMER for _, m, _ in self._modules)
@@ -55,7 +59,7 @@ class Capture:
         for layer, (name, module, index) in enumerate(self._modules):
             if self._longformer:
                 self._handles.append(module.register_forward_pre_hook(
-                    _ask_for_attentions, with_kwargs=True))
+                    _asking_for_attentions(self), with_kwargs=True))
             self._handles.append(module.register_forward_hook(self._hook(layer, name, index)))
 
     @property
@@ -63,7 +67,7 @@ class Capture:
         """The hooked attention modules' names, in layer order."""
         return [name for name, _, _ in self._modules]
 
-    def __call__(self, example_ids=None, **encoding):
+    def __call__(self, *, example_ids=None, **encoding):
         """Runs the model on one batch (``model(**encoding)`` under ``torch.no_grad()``) and
         returns its output; each layer's attention goes to the streams as it is computed.
 
@@ -80,17 +84,28 @@ class Capture:
         ------
         ValueError
             A layer's weights that are None (a fused attention implementation), not 4-D, or
-            that do not fit the batch, naming the layer and the batch; a batch in which an
-            attention module did not run. The capture's outputs are then unfinished: leave the
-            ``with`` block (which removes them) or call :meth:`abort`.
+            that do not fit the batch, naming the module, the layer and the batch; a batch in
+            which an attention module did not run. The batch is dropped; the capture stays
+            open for the next one (an exception leaving the ``with`` block removes every
+            output).
+        UserWarning
+            Issued when the model is in training mode, where dropout changes attention
+            (models built from a config start so; ``model.eval()``).
         """
         import torch
 
+        from . import _example_ids
+
         if self._handles is None:
             raise ValueError("this capture is closed")
+        if getattr(self._model, "training", False):
+            _warnings.warn("the model is in training mode: dropout changes its attention; call "
+                           "model.eval() first", UserWarning, stacklevel=2)
         mask = encoding.get("attention_mask")
         global_mask = encoding.get("global_attention_mask")
         ids = encoding.get("input_ids")
+        length = next((t.shape[1] for t in (ids, mask, encoding.get("inputs_embeds"))
+                       if t is not None), None)
         tokens = None
         if self._tokenizer is not None and ids is not None:
             tokens = [self._tokenizer.convert_ids_to_tokens(row) for row in ids.tolist()]
@@ -98,9 +113,10 @@ class Capture:
             tokens=tokens,
             attention_mask=None if mask is None else mask.detach().cpu(),
             global_mask=None if global_mask is None else global_mask.detach().cpu(),
-            length=None if ids is None else ids.shape[1],
-            example_ids=None if example_ids is None else [str(i) for i in example_ids],
+            length=length,
+            example_ids=_example_ids(example_ids),
             next_layer=0,
+            asked=False,
         )
         try:
             with torch.no_grad():
@@ -109,6 +125,11 @@ class Capture:
             if ran != len(self._modules):
                 raise ValueError(f"layer {ran} of batch {self._batches}: missing: the model ran "
                                  f"{ran} of its {len(self._modules)} attention modules")
+        except BaseException:
+            # The batch's layers so far are dropped; the capture takes the next batch.
+            for s in self._streams.values():
+                s._native.drop_batch()
+            raise
         finally:
             self._batch = None
         self._batches += 1
@@ -134,13 +155,16 @@ class Capture:
             extra = {k: _readable(v, torch) for k, v in extra.items()}
             first = layer == 0
             for s in self._streams.values():
-                s.add(weights, layer=layer, **extra,
-                      tokens=batch["tokens"] if first else None,
-                      attention_mask=batch["attention_mask"] if first else None,
-                      global_mask=batch["global_mask"] if first else None,
-                      example_ids=batch["example_ids"] if first else None)
+                try:
+                    s.add(weights, layer=layer, **extra,
+                          tokens=batch["tokens"] if first else None,
+                          attention_mask=batch["attention_mask"] if first else None,
+                          global_mask=batch["global_mask"] if first else None,
+                          example_ids=batch["example_ids"] if first else None)
+                except ValueError as e:
+                    raise ValueError(f"{name}: {e}") from None
             batch["next_layer"] += 1
-            if self._longformer:
+            if self._longformer and not batch["asked"]:
                 return output[:1]  # as without output_attentions: the model keeps nothing
 
         return hook
@@ -148,6 +172,8 @@ class Capture:
     def close(self):
         """Removes the hooks and finishes every output; returns :attr:`results`, the frames of
         the streams with memory output by stream name."""
+        if self._handles is None:
+            raise ValueError("this capture is closed")
         self._remove_hooks()
         for name, s in self._streams.items():
             result = s.close()
@@ -190,8 +216,15 @@ def _readable(weights, torch):
     return weights
 
 
-def _ask_for_attentions(module, args, kwargs):
-    return args, dict(kwargs, output_attentions=True)
+def _asking_for_attentions(capture):
+    """A pre-hook that has a Longformer module return its probabilities, noting whether the
+    caller asked for them too (then they stay in its output)."""
+    def hook(module, args, kwargs):
+        if capture._batch is not None:
+            capture._batch["asked"] = bool(kwargs.get("output_attentions"))
+        return args, dict(kwargs, output_attentions=True)
+
+    return hook
 
 
 def _longformer_layer(output, batch):
@@ -209,10 +242,29 @@ def _longformer_layer(output, batch):
     return local.unsqueeze(0), extra
 
 
+def _distinct_outputs(streams):
+    """Two streams writing one file or directory would overwrite each other."""
+    seen = {}
+    for name, options in streams.items():
+        out = options.get("out")
+        if out is None:
+            continue
+        key = _os.path.abspath(_os.fspath(out))
+        if key in seen:
+            raise ValueError(f"{name}: out {_os.fspath(out)!r} is {seen[key]}'s output too; "
+                             "give each stream its own")
+        seen[key] = name
+
+
 def _attention_modules(model, modules):
     """``(name, module, output index)`` of each attention module, in the model's order."""
     if modules is not None:
         return _named(model, modules)
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False):
+        raise ValueError(f"{type(model).__name__} is an encoder-decoder: its encoder's and "
+                         "decoder's self-attention have different lengths, so name the modules "
+                         "of one stack with modules= (e.g. the encoder's)")
     found = []
     for prefix, owner in model.named_modules():
         specs = getattr(owner, "_can_record_outputs", None)
@@ -260,6 +312,9 @@ def _matching(owner, prefix, spec):
 
 
 def _named(model, modules):
+    if isinstance(modules, str) or not hasattr(modules, "__iter__"):
+        raise TypeError(f"modules: a list of module names or modules, not "
+                        f"{type(modules).__name__}")
     by_name = dict(model.named_modules())
     names = {id(m): n for n, m in by_name.items()}
     out = []
@@ -275,6 +330,10 @@ def _named(model, modules):
                              f"{type(model).__name__}")
     if not out:
         raise ValueError("modules: name at least one attention module")
+    listed = [name for name, _, _ in out]
+    twice = next((n for i, n in enumerate(listed) if n in listed[:i]), None)
+    if twice is not None:
+        raise ValueError(f"modules: {twice!r} is listed twice")
     return out
 
 

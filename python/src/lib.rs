@@ -646,10 +646,17 @@ impl Stream {
         interruptible(py, self.threads, |_| stream.end_batch())
     }
 
+    /// Drops the batch arriving layer by layer, unwritten.
+    fn drop_batch(&mut self) -> PyResult<()> {
+        open_stream(&mut self.inner())?.drop_batch();
+        Ok(())
+    }
+
     /// Sets the layers of every batch that arrives layer by layer.
     fn set_layers_per_batch(&mut self, layers: u16) -> PyResult<()> {
-        open_stream(&mut self.inner())?.set_layers_per_batch(layers);
-        Ok(())
+        open_stream(&mut self.inner())?
+            .set_layers_per_batch(layers)
+            .map_err(raise)
     }
 
     /// Finishes the output; the frames when it goes to memory.

@@ -163,7 +163,7 @@ def test_capture_writes_datasets_and_a_failure_leaves_nothing(tmp_path):
 
 def test_fused_attention_and_bad_layers_are_errors(tmp_path):
     sdpa = transformers.BertModel(transformers.BertConfig(
-        vocab_size=60, num_hidden_layers=2, attn_implementation="sdpa", **SMALL))
+        vocab_size=60, num_hidden_layers=2, attn_implementation="sdpa", **SMALL)).eval()
     with pytest.raises(ValueError, match='attn_implementation="eager"'):
         af.capture(sdpa, topk=dict())
     # Named modules skip the check; the hook finds the missing weights.
@@ -263,3 +263,75 @@ def test_dask_workers_capture_their_shards_into_one_dataset(tmp_path):
         f"SELECT example_id, layer, head, query_position, rank, position, score "
         f"FROM read_parquet('{d}/**/*.parquet') ORDER BY ALL").fetchall()
     assert read(tmp_path / "dask") == read(tmp_path / "single")
+
+
+def test_what_a_new_user_ran_into(tmp_path):
+    """Findings of trying the package as a new user: each one a clear error or the right rows."""
+    a = np.random.default_rng(9).random((3, 2, 2, 4, 4), dtype=np.float32)
+    # An add that raises leaves no trace, and the stream goes on.
+    with af.stream("topk", k=1) as s:
+        with pytest.raises(ValueError, match="example_ids: 1 ids for a batch of 2 rows"):
+            s.add(a[0], layer=0, example_ids=["x"])
+        for layer in range(3):
+            s.add(a[layer], layer=layer, example_ids=["p", "q"] if layer == 0 else None)
+    assert s.result["example_id"].unique().sort().to_list() == ["p", "q"]
+    with af.stream("topk", num_layers=2) as s, pytest.raises(
+            ValueError, match="^layer 2 of batch 0: num_layers is 2: the layers are 0..1$"):
+        for layer in range(3):
+            s.add(a[layer], layer=layer)
+    with pytest.raises(ValueError, match="^tokens: a batch's tokens come with its layer 0"):
+        with af.stream("topk") as s:
+            s.add(a[0], layer=0)
+            s.add(a[1], layer=1, tokens=[["t"] * 4] * 2)
+    with pytest.raises(TypeError, match="example_ids: one id per batch row"):
+        with af.stream("topk") as s:
+            s.add(a, example_ids="ab")
+    with af.stream("topk", k=1) as s:
+        s.add(a, example_ids=torch.tensor([10, 11]))
+    assert s.result["example_id"].unique().sort().to_list() == ["10", "11"]
+    # What a stream cannot take is refused before any batch.
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        af.stream("topk", k=0)
+    for command, extra in [("headstats", "pairs"), ("rollout", "relevance")]:
+        with pytest.raises(TypeError, match=f"unexpected keyword argument '{extra}'"):
+            af.stream(command, **{extra: tmp_path / "extra.parquet"})
+    with pytest.raises(ValueError, match="num_layers must be at least 1"):
+        af.stream("topk", num_layers=0)
+    # An output no batch reached has the command's columns.
+    with af.stream("topk", out=tmp_path / "none.parquet"):
+        pass
+    assert duckdb.sql(f"SELECT * FROM '{tmp_path / 'none.parquet'}'").columns[:3] == \
+        ["example_id", "batch", "layer"]
+
+    model = bert()
+    with pytest.warns(UserWarning, match="training mode"):
+        with af.capture(model, topk=dict()) as cap:
+            cap(**text_batches()[0])
+    model.eval()
+    with pytest.raises(ValueError, match="is topk's output too"):
+        af.capture(model, topk=dict(out=tmp_path / "same/"), received=dict(out=tmp_path / "same"))
+    with pytest.raises(ValueError, match="listed twice"):
+        af.capture(model, modules=["encoder.layer.0.attention.self"] * 2, topk=dict())
+    with pytest.raises(TypeError, match="modules: a list"):
+        af.capture(model, modules="encoder.layer.0.attention.self", topk=dict())
+    with pytest.raises(TypeError):
+        with af.capture(model, topk=dict()) as cap:
+            cap(text_batches()[0])  # the encoding is keywords
+    t5 = transformers.T5Model(transformers.T5Config(
+        vocab_size=60, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+        attn_implementation="eager"))
+    with pytest.raises(ValueError, match="encoder-decoder"):
+        af.capture(t5, topk=dict())
+    # A batch whose run failed is dropped; the capture takes the next one.
+    with af.capture(model, topk=dict(k=1)) as cap:
+        with pytest.raises(ValueError, match="example_ids: 1 ids"):
+            cap(**text_batches()[0], example_ids=["one"])
+        cap(**text_batches()[0], example_ids=["a", "b"])
+    assert cap.results["topk"]["example_id"].unique().sort().to_list() == ["a", "b"]
+    with pytest.raises(ValueError, match="this capture is closed"):
+        cap.close()
+    # Longformer called with output_attentions=True keeps them in its output.
+    lf = longformer().eval()
+    with af.capture(lf, topk=dict(k=1)) as cap:
+        out = cap(**longformer_batches()[0], output_attentions=True)
+    assert len(out.attentions) == 2

@@ -100,7 +100,7 @@ fn a_layer_out_of_order_or_missing_names_the_layer_and_the_batch() {
             &OutputOptions::default(),
         )
         .unwrap();
-        s.set_layers_per_batch(LAYERS as u16);
+        s.set_layers_per_batch(LAYERS as u16).unwrap();
         s
     };
     let mut s = open();

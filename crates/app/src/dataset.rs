@@ -246,13 +246,7 @@ impl DatasetWriter {
         dims: &Dims,
         frames: impl Iterator<Item = Result<DataFrame>>,
     ) -> Result<()> {
-        if self.empty.is_none() {
-            if let Output::Dataset(s) = &mut self.out {
-                s.set_key_widths(&key_widths(&self.partition_by, dims));
-            }
-            let empty = adopt_dictionaries(empty.clone())?;
-            self.empty = Some(with_example_id(empty, &[id.to_string()])?);
-        }
+        self.set_schema(id, empty, dims)?;
         for df in frames {
             let df = df?;
             self.rows += df.height() as u64;
@@ -260,6 +254,19 @@ impl DatasetWriter {
             self.out.write(&with_example_id(df, labels)?)?;
         }
         self.examples += 1;
+        Ok(())
+    }
+
+    /// Sets the output's columns (`empty`, with `example_id` first) and its partition folders'
+    /// widths (from `dims`), unless an example set them before.
+    pub fn set_schema(&mut self, id: &str, empty: &DataFrame, dims: &Dims) -> Result<()> {
+        if self.empty.is_none() {
+            if let Output::Dataset(s) = &mut self.out {
+                s.set_key_widths(&key_widths(&self.partition_by, dims));
+            }
+            let empty = adopt_dictionaries(empty.clone())?;
+            self.empty = Some(with_example_id(empty, &[id.to_string()])?);
+        }
         Ok(())
     }
 

@@ -7,7 +7,9 @@
 use ::headstats::{head_stats, stats_frame, HeadStats};
 use ::rollout::{LayerChains, RolloutSource};
 use frame_sink::{with_private_dictionaries, Shard, TokenDictionary};
-use ingest::{Dims, RowSource};
+use std::sync::Arc;
+
+use ingest::{Dims, Dtype, Element, RowSource, SharedArray};
 use polars::prelude::{Column, DataFrame, IntoColumn, UInt16Chunked, UInt32Chunked};
 use serde_json::{json, Value};
 use topk_frames::ReceivedSums;
@@ -35,6 +37,32 @@ pub enum StreamCommand {
 }
 
 impl StreamCommand {
+    /// What a stream cannot take, refused before any batch: `k` = 0, and the extra outputs
+    /// that only their command writes.
+    fn check(&self) -> Result<()> {
+        let k_zero = match self {
+            StreamCommand::Topk(o) => o.k == 0,
+            StreamCommand::Received(o) => o.k == Some(0),
+            StreamCommand::Rollout(o, _) => o.k == 0,
+            StreamCommand::Headstats(_) => false,
+        };
+        if k_zero {
+            return Err(Error::usage("-k must be at least 1"));
+        }
+        let extra = match self {
+            StreamCommand::Headstats(o) if o.pairs.is_some() => Some("pairs"),
+            StreamCommand::Rollout(o, _) if o.relevance.is_some() => Some("relevance"),
+            _ => None,
+        };
+        match extra {
+            Some(name) => Err(Error::usage(format!(
+                "--{name}: written by the {} command over a file, not by a stream",
+                self.name()
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn name(&self) -> &'static str {
         match self {
             StreamCommand::Topk(_) => "topk",
@@ -134,16 +162,7 @@ impl FrameStream {
         base: InputOptions,
         output: &OutputOptions,
     ) -> Result<FrameStream> {
-        if let StreamCommand::Rollout(o, _) = &command {
-            if o.k == 0 {
-                return Err(Error::usage("-k must be at least 1"));
-            }
-            if o.relevance.is_some() {
-                return Err(Error::usage(
-                    "relevance: rollout's relevance is written by the rollout command, not a stream",
-                ));
-            }
-        }
+        command.check()?;
         let d = command.dataset();
         let shard = d.shard.as_deref().map(Shard::parse).transpose()?;
         let meta = metadata_json(
@@ -167,8 +186,15 @@ impl FrameStream {
     /// finishes its batch at once and a `layers` selection can be resolved (a model's layer
     /// count, as `capture` knows it). Without it the first such batch ends when the next one
     /// starts or the stream finishes, and later batches must have as many layers.
-    pub fn set_layers_per_batch(&mut self, layers: u16) {
+    ///
+    /// # Errors
+    /// `Usage` for 0 layers.
+    pub fn set_layers_per_batch(&mut self, layers: u16) -> Result<()> {
+        if layers == 0 {
+            return Err(Error::usage("num_layers must be at least 1"));
+        }
         self.layers_per_batch = Some(layers);
+        Ok(())
     }
 
     /// Analyses one batch — `batch` gives its attention (an array or a file), masks and
@@ -251,7 +277,30 @@ impl FrameStream {
     /// `Io` when the output cannot be finished.
     pub fn finish(mut self) -> Result<Frames> {
         self.end_batch()?;
+        if self.writer.examples == 0 {
+            // No batch came: the output still gets the columns a batch would have written.
+            if let Ok(frames) = self.frames_of_no_batch() {
+                self.writer.set_schema("", &frames.empty, &frames.dims)?;
+            }
+        }
         self.writer.finish()
+    }
+
+    /// The command's frames over a batch of one position (one query attending to one key),
+    /// whose schema is every batch's.
+    fn frames_of_no_batch(&self) -> Result<FileFrames> {
+        let one = SharedArray {
+            name: "<no batch>".into(),
+            element: Element::little(Dtype::F32),
+            shape: vec![1; 5],
+            bytes: Arc::new(1f32.to_le_bytes().to_vec()),
+        };
+        let input = InputOptions {
+            token_lists: self.base.words.map(|_| vec![vec!["x".to_string()]]),
+            words: self.base.words,
+            ..InputOptions::array(one)
+        };
+        with_private_dictionaries(|| self.frames_of(&input))
     }
 
     /// Analyses one layer of a batch: `batch` gives that layer's attention (B, H, Q, K) —
@@ -274,22 +323,48 @@ impl FrameStream {
         if layer == 0 {
             self.end_batch()?;
         }
-        let at = self.writer.examples;
-        let expected = self.layered.as_ref().map_or(0, |p| p.next_layer);
-        if layer != expected {
-            return Err(layer_error(
-                layer,
-                at,
-                format!("the layers of a batch arrive in order: expected layer {expected}"),
-            ));
+        let result = self.keep_layer_of_batch(batch, layer, example_ids);
+        if result.is_err() {
+            // A batch missing a layer cannot be finished: it is dropped whole, and the next
+            // batch starts at layer 0 with the same index.
+            self.layered = None;
         }
+        result?;
+        let pending = self.layered.as_mut().expect("kept above");
+        pending.next_layer += 1;
+        if self.layers_per_batch == Some(pending.next_layer) {
+            self.end_batch()?;
+        }
+        Ok(())
+    }
+
+    fn keep_layer_of_batch(
+        &mut self,
+        batch: InputOptions,
+        layer: u16,
+        example_ids: Option<Vec<String>>,
+    ) -> Result<()> {
+        // A layer past the last belongs to the batch just finished, not to a new one.
+        let at = match &self.layered {
+            None if layer > 0 => self.writer.examples.saturating_sub(1),
+            _ => self.writer.examples,
+        };
         if let Some(n) = self.layers_per_batch.filter(|&n| layer >= n) {
             return Err(layer_error(
                 layer,
                 at,
-                format!("the model has {n} layers (0..{n})"),
+                format!("num_layers is {n}: the layers are 0..{}", n - 1),
             ));
         }
+        let expected = self.layered.as_ref().map_or(0, |p| p.next_layer);
+        if layer != expected {
+            return Err(layer_error(
+                layer,
+                self.writer.examples,
+                format!("the layers of a batch arrive in order: expected layer {expected}"),
+            ));
+        }
+        let at = self.writer.examples;
         let sliding_window = self.base.sliding_window;
         // A Longformer layer comes as (1, B, H, S, x + w + 1): its source reads LBHQK only.
         let one_layer = (!(sliding_window || batch.global_attn.is_some())).then(|| "BHQK".into());
@@ -304,7 +379,7 @@ impl FrameStream {
             ..batch
         };
         let selected = self.layer_selected(layer)?;
-        let kept = with_private_dictionaries(|| {
+        with_private_dictionaries(|| {
             let named = |e: Error| match e.kind() {
                 ErrorKind::BadInput => layer_error(layer, at, e),
                 _ => e,
@@ -322,44 +397,41 @@ impl FrameStream {
                     ),
                 ));
             }
-            let kept = match &self.layered {
-                Some(p) => {
-                    check_same_dims(&p.dims, &dims, layer, at)?;
-                    None
+            if let Some(ids) = &example_ids {
+                labels("", Some(ids), dims.batch)?;
+            }
+            match &self.layered {
+                Some(p) => check_same_dims(&p.dims, &dims, layer, at)?,
+                None => {
+                    self.layered = Some(LayeredBatch {
+                        example_ids: None,
+                        dims,
+                        next_layer: 0,
+                        kept: self.empty_kept(),
+                    })
                 }
-                None => Some((dims, self.empty_kept())),
-            };
-            let pending = self.layered.get_or_insert_with(|| {
-                let (dims, kept) = kept.expect("a new batch");
-                LayeredBatch {
-                    example_ids: None,
-                    dims,
-                    next_layer: 0,
-                    kept,
-                }
-            });
+            }
+            let pending = self.layered.as_mut().expect("set above");
+            if example_ids.is_some() {
+                pending.example_ids = example_ids;
+            }
             let command = &self.command;
+            let rows_per_group = self.row_group_size;
             keep_layer(
                 command,
-                self.row_group_size,
+                rows_per_group,
                 &rows,
                 layer,
                 selected,
                 &mut pending.kept,
-            )?;
-            Ok(())
-        });
-        kept?;
-        let pending = self.layered.as_mut().expect("kept above");
-        pending.next_layer += 1;
-        if let Some(ids) = example_ids {
-            labels("", Some(&ids), pending.dims.batch)?;
-            pending.example_ids = Some(ids);
-        }
-        if self.layers_per_batch == Some(pending.next_layer) {
-            self.end_batch()?;
-        }
-        Ok(())
+            )
+        })
+    }
+
+    /// Drops the batch arriving layer by layer, if any, unwritten (its model run failed); the
+    /// next batch starts at layer 0 with the same index.
+    pub fn drop_batch(&mut self) {
+        self.layered = None;
     }
 
     /// Whether the stream's `layers` selection keeps `layer` of a batch arriving by layer.
