@@ -114,6 +114,14 @@ pub struct InputArgs {
     /// makes every sum it enters NaN, and ranks last (the README's NaN rule).
     #[arg(long)]
     pub allow_nan: bool,
+    /// The position of query row 0 among the key positions [default: K − Q when there are
+    /// fewer queries than keys, as in generate()'s steps with a KV cache; 0 when square]
+    #[arg(long, value_name = "N", conflicts_with = "cross_attention")]
+    pub query_offset: Option<usize>,
+    /// The queries are another sequence's (an encoder-decoder's cross-attention): query
+    /// positions 0..Q; masks and tokens describe the keys' sequence.
+    #[arg(long)]
+    pub cross_attention: bool,
     /// Longformer global attentions (L,B,H,S_pad,x): --attn is then HF's sliding-window tensor.
     #[arg(long)]
     pub global_attn: Option<PathBuf>,

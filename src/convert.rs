@@ -21,6 +21,11 @@ pub fn input(a: &InputArgs) -> app::InputOptions {
         heads: a.heads.clone(),
         batch: a.batch.clone(),
         allow_nan: a.allow_nan,
+        queries: match (a.query_offset, a.cross_attention) {
+            (Some(first), _) => app::QueryPositions::Offset(first),
+            (None, true) => app::QueryPositions::Cross,
+            (None, false) => app::QueryPositions::Auto,
+        },
         global_attn: a.global_attn.clone().map(Into::into),
         sliding_window: a.sliding_window,
         global_mask: a.global_mask.clone().map(Into::into),

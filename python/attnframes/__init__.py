@@ -133,6 +133,13 @@ _INPUT = [
     _Param("allow_nan", False, "bool",
            "Accept NaN/Inf in attention instead of raising ValueError; NaN then ranks last and "
            "makes every sum it enters NaN.", "input"),
+    _Param("query_offset", None, "int | None",
+           "The position of query row 0 among the K key positions. Default: K − Q when there "
+           "are fewer queries than keys (``generate()``'s steps with a KV cache, (B, H, 1, P + t)"
+           "), 0 when square; tokens and masks index the K positions.", "input", _index),
+    _Param("cross_attention", False, "bool",
+           "The queries are another sequence's (an encoder-decoder's cross-attention): query "
+           "positions 0..Q; masks describe the keys and tokens cannot be given.", "input"),
     _Param("global_attn", None, f"{_PATH} | numpy.ndarray | None",
            "Longformer global attentions (L, B, H, S_pad, x), a file or an array read in place: "
            "``attn`` is then HF's sliding-window tensor (L, B, H, S, x + w + 1).", "input",

@@ -190,6 +190,19 @@ fn input_options(d: &Bound<'_, PyDict>) -> PyResult<app::InputOptions> {
         heads: o.get("heads")?,
         batch: o.get("batch")?,
         allow_nan: o.or("allow_nan", false)?,
+        queries: match (
+            o.get::<usize>("query_offset")?,
+            o.or("cross_attention", false)?,
+        ) {
+            (Some(_), true) => {
+                return Err(PyValueError::new_err(
+                    "query_offset and cross_attention: give one",
+                ))
+            }
+            (Some(first), false) => app::QueryPositions::Offset(first),
+            (None, true) => app::QueryPositions::Cross,
+            (None, false) => app::QueryPositions::Auto,
+        },
         global_attn: o.tensor("global_attn")?,
         sliding_window: o.or("sliding_window", false)?,
         global_mask: o.tensor("global_mask")?,

@@ -290,3 +290,17 @@ def test_ctrl_c_stops_a_long_call_and_leaves_nothing(tmp_path):
         af.topk(a, all=True, threads=1, row_group_size=50_000, out=out)
     assert time.perf_counter() - t0 < whole
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_generation_step_is_the_last_position():
+    # generate()'s steps after the prompt: (L, B, H, 1, P + t), the query being the last one.
+    a = np.random.default_rng(4).random((2, 1, 2, 1, 5), dtype=np.float32)
+    assert af.topk(a, k=1)["query_position"].unique().to_list() == [4]
+    assert af.topk(a, k=1, query_offset=2)["query_position"].unique().to_list() == [2]
+    assert af.topk(a, k=1, cross_attention=True)["query_position"].unique().to_list() == [0]
+    tokens = [f"t{i}" for i in range(5)]
+    assert af.topk(a, k=1, tokens=tokens)["query_token"].unique().to_list() == ["t4"]
+    with pytest.raises(ValueError, match="query_offset and cross_attention: give one"):
+        af.topk(a, query_offset=1, cross_attention=True)
+    with pytest.raises(ValueError, match="query_offset 5: 1 queries from position 5 pass the 5 keys"):
+        af.topk(a, query_offset=5)

@@ -17,6 +17,7 @@ mod longformer;
 mod melt;
 mod properties;
 mod pytorch;
+mod queries;
 mod robustness;
 mod similarity;
 mod snapshots;

@@ -191,6 +191,7 @@ pub(crate) fn source_options(a: &InputOptions) -> SourceOptions {
         heads: a.heads.clone(),
         batch: a.batch.clone(),
         allow_nan: a.allow_nan,
+        queries: a.queries,
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use crate::input::Source;
-use crate::options::InputOptions;
+use crate::options::{InputOptions, QueryPositions};
 use ingest::TensorInput;
 
 /// The metadata of a one-file run.
@@ -59,5 +59,12 @@ pub(crate) fn path_str(p: &Option<PathBuf>) -> Value {
 
 /// The selection options every frame's metadata lists.
 pub(crate) fn selection_options(a: &InputOptions) -> Value {
-    json!({"layers": a.layers, "heads": a.heads, "batch": a.batch, "layout": a.layout, "allow_nan": a.allow_nan})
+    let mut o = json!({"layers": a.layers, "heads": a.heads, "batch": a.batch, "layout": a.layout, "allow_nan": a.allow_nan});
+    // Only when given: the metadata of a run without them stays as it was.
+    match a.queries {
+        QueryPositions::Auto => {}
+        QueryPositions::Offset(first) => o["query_offset"] = json!(first),
+        QueryPositions::Cross => o["cross_attention"] = json!(true),
+    }
+    o
 }

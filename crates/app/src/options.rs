@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub use figures::Colormap;
 pub use frame_sink::{Compression, OutputFormat};
-pub use ingest::{SharedArray, TensorInput, WordFrom};
+pub use ingest::{QueryPositions, SharedArray, TensorInput, WordFrom};
 pub use rollout::Fuse;
 pub use topk_frames::{Normalize, Reduce};
 
@@ -53,6 +53,9 @@ pub struct InputOptions {
     pub batch: Option<String>,
     /// Accept NaN/Inf in attention (the README's NaN rule) instead of failing.
     pub allow_nan: bool,
+    /// Which positions the query rows are: by default the last Q of the K key positions (all
+    /// of them when square); `Offset(n)`; or `Cross`, another sequence's.
+    pub queries: QueryPositions,
     /// Longformer global attentions (L, B, H, S_pad, x): `attn` is then HF's sliding-window
     /// tensor (L, B, H, S, x + w + 1).
     pub global_attn: Option<TensorInput>,

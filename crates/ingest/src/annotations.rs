@@ -13,6 +13,8 @@ use crate::tokens::Tokens;
 pub struct Annotations {
     /// Valid (non-padded) key positions of each batch row, ascending.
     valid_keys: Vec<Vec<u32>>,
+    /// The position of the first query row: query row i is position `query_offset + i`.
+    query_offset: usize,
     /// Valid query positions (the mask's positions too when there is one).
     valid_queries: Vec<Vec<u32>>,
     tokens: Option<Tokens>,
@@ -22,6 +24,21 @@ pub struct Annotations {
     pub heads: Vec<u16>,
     pub batches: Vec<u32>,
     pub allow_nan: bool,
+}
+
+/// Which positions of the keys' sequence the query axis holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueryPositions {
+    /// Positions 0..Q when Q = K; when Q < K, the last Q positions, as the queries of a KV
+    /// cache are (`generate()`'s steps after the prompt: (B, H, 1, P + t)); when Q > K, another
+    /// sequence's (cross-attention).
+    #[default]
+    Auto,
+    /// Query row i is position `first + i`.
+    Offset(usize),
+    /// The queries are another sequence's (an encoder-decoder's cross-attention): query
+    /// positions 0..Q of that sequence; masks and tokens describe the keys' sequence.
+    Cross,
 }
 
 impl Annotations {
@@ -51,42 +68,53 @@ impl Annotations {
             .into_iter()
             .map(|i| i as u32)
             .collect();
+        // None: the queries are another sequence's (cross-attention).
+        let offset = query_offset(opts.queries, nq, nk, attn_path)?;
         let valid = match (&opts.attention_mask, &opts.padding_mask) {
             (Some(_), Some(p)) => bail!(
                 p.name(),
                 "give one mask: an attention mask (1 = real token) or a padding mask (True = padding), not both"
             ),
-            (Some(p), None) => Some(read_mask(p, nb, nq, nk)?),
+            (Some(p), None) => Some(mask_positions(p, nb, nk)?),
             (None, Some(p)) => Some(
-                read_mask(p, nb, nq, nk)?
+                mask_positions(p, nb, nk)?
                     .into_iter()
                     .map(|padded| complement(&padded, nk))
                     .collect(),
             ),
             (None, None) => None,
         };
-        let (valid_keys, valid_queries) = match valid {
-            Some(v) => (v.clone(), v),
-            None => (
-                vec![(0..nk as u32).collect(); nb],
-                vec![(0..nq as u32).collect(); nb],
-            ),
+        let all_queries = || -> Vec<u32> {
+            let first = offset.unwrap_or(0) as u32;
+            (first..first + nq as u32).collect()
+        };
+        let (valid_keys, valid_queries) = match (valid, offset) {
+            (Some(v), Some(first)) => {
+                let rows = first as u32..(first + nq) as u32;
+                let queries = v
+                    .iter()
+                    .map(|keys| keys.iter().copied().filter(|p| rows.contains(p)).collect())
+                    .collect();
+                (v, queries)
+            }
+            // A mask describes the keys' sequence: cross-attention's queries are all kept.
+            (Some(v), None) => (v, vec![all_queries(); nb]),
+            (None, _) => (vec![(0..nk as u32).collect(); nb], vec![all_queries(); nb]),
+        };
+        let positions = match &opts.tokens {
+            TokenSpec::None => 0,
+            _ => token_positions(offset, nq, nk, attn_path)?,
         };
         let tokens = match &opts.tokens {
             TokenSpec::None => None,
-            TokenSpec::File(p) => Some(Tokens::from_file(p, nb, square(attn_path, nq, nk)?)?),
+            TokenSpec::File(p) => Some(Tokens::from_file(p, nb, positions)?),
             TokenSpec::Lists(lists) => Some(Tokens::from_lists(
                 Path::new("<tokens list>"),
                 lists,
                 nb,
-                square(attn_path, nq, nk)?,
+                positions,
             )?),
-            TokenSpec::Ids { ids, vocab } => Some(Tokens::from_ids(
-                ids,
-                vocab,
-                nb,
-                square(attn_path, nq, nk)?,
-            )?),
+            TokenSpec::Ids { ids, vocab } => Some(Tokens::from_ids(ids, vocab, nb, positions)?),
         };
         let head_importance = match &opts.head_importance {
             Some(p) => Some(read_head_importance(p, nl, nh)?),
@@ -94,6 +122,7 @@ impl Annotations {
         };
         Ok(Annotations {
             valid_keys,
+            query_offset: offset.unwrap_or(0),
             valid_queries,
             tokens,
             head_importance,
@@ -124,6 +153,12 @@ impl Annotations {
 
     pub fn valid_queries(&self, b: u32) -> &[u32] {
         &self.valid_queries[b as usize]
+    }
+
+    /// The position of query row 0: K − Q when the queries are the last positions (a KV
+    /// cache's), else 0.
+    pub fn query_offset(&self) -> usize {
+        self.query_offset
     }
 
     pub fn tokens(&self) -> Option<&Tokens> {
@@ -177,16 +212,6 @@ fn all_finite(values: &[f32]) -> bool {
         .all(|c| c.iter().fold(true, |ok, v| ok & v.is_finite()))
 }
 
-fn square(path: &Path, nq: usize, nk: usize) -> Result<usize> {
-    if nq != nk {
-        bail!(
-            path,
-            "tokens and masks need square attention, got {nq} queries × {nk} keys"
-        );
-    }
-    Ok(nq)
-}
-
 /// The positions `0..n` not in `positions` (both ascending).
 fn complement(positions: &[u32], n: usize) -> Vec<u32> {
     (0..n as u32)
@@ -194,14 +219,29 @@ fn complement(positions: &[u32], n: usize) -> Vec<u32> {
         .collect()
 }
 
-fn read_mask(input: &TensorInput, batch: usize, nq: usize, nk: usize) -> Result<Vec<Vec<u32>>> {
-    if nq != nk {
-        bail!(
-            input.name(),
-            "an attention mask needs square attention, got {nq} queries × {nk} keys"
-        );
+/// Where the query rows sit among the K positions of the keys' sequence; None when they are
+/// another sequence's (cross-attention: `Cross`, or more queries than keys).
+fn query_offset(q: QueryPositions, nq: usize, nk: usize, path: &Path) -> Result<Option<usize>> {
+    Ok(match q {
+        QueryPositions::Auto if nq <= nk => Some(nk - nq),
+        QueryPositions::Auto | QueryPositions::Cross => None,
+        QueryPositions::Offset(first) if first + nq <= nk => Some(first),
+        QueryPositions::Offset(first) => bail!(
+            path,
+            "--query-offset {first}: {nq} queries from position {first} pass the {nk} keys"
+        ),
+    })
+}
+
+/// How many positions a batch row's tokens name: the K positions of the keys' sequence.
+fn token_positions(offset: Option<usize>, nq: usize, nk: usize, path: &Path) -> Result<usize> {
+    match offset {
+        Some(_) => Ok(nk),
+        None => bail!(
+            path,
+            "tokens name one sequence, but these {nq} queries attend to another one of {nk} keys (cross-attention): leave the tokens out"
+        ),
     }
-    mask_positions(input, batch, nk)
 }
 
 /// The nonzero positions of each batch row of a (batch, seq) mask — or of a (seq,) mask

@@ -55,7 +55,7 @@ mod tokens;
 mod wordrule;
 mod words;
 
-pub use annotations::{mask_positions, Annotations};
+pub use annotations::{mask_positions, Annotations, QueryPositions};
 pub use dtype::{Dtype, Element};
 pub use error::{IngestError, Result};
 pub use inspect::{summarize, HeadRowSums, TensorSummary};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::dtype::{Dtype, Element};
 
-use crate::annotations::Annotations;
+use crate::annotations::{Annotations, QueryPositions};
 use crate::error::{bail, Result};
 use crate::layout::{self, Layout};
 use crate::row_source::RowSource;
@@ -45,6 +45,8 @@ pub struct SourceOptions {
     pub heads: Option<String>,
     pub batch: Option<String>,
     pub allow_nan: bool,
+    /// Which positions the query rows are (default: the last Q of K, all when square).
+    pub queries: QueryPositions,
 }
 
 impl SourceOptions {
@@ -222,11 +224,13 @@ impl AttentionSource {
         f: &mut impl FnMut(usize, u32, &[f32]),
     ) -> Result<bool> {
         let nk = self.dims.keys;
+        let off = self.annotations.query_offset();
         let queries = self.valid_queries(s.batch);
         let (Some(&first), Some(&last)) = (queries.first(), queries.last()) else {
             return Ok(true);
         };
-        let (first, last) = (first as usize, last as usize);
+        // Rows of the slab, not positions.
+        let (first, last) = (first as usize - off, last as usize - off);
         let start = (self.slab_offset(s) + (first * nk) as u64) * 4;
         let len = (last + 1 - first) * nk * 4;
         let Some(map) = self.tensor.map(start, len)? else {
@@ -237,19 +241,22 @@ impl AttentionSource {
         let values: &[f32] =
             unsafe { std::slice::from_raw_parts(map.as_ptr() as *const f32, len / 4) };
         for (run, block_first, block_last) in row_blocks(queries, self.rows_per_block()) {
+            let (block_first, block_last) = (block_first - off, block_last - off);
             let block = &values[(block_first - first) * nk..(block_last + 1 - first) * nk];
             self.check_finite(s, block_first, block)?;
             for i in run {
-                let at = (queries[i] as usize - first) * nk;
+                let at = (queries[i] as usize - off - first) * nk;
                 f(i, queries[i], &values[at..at + nk]);
             }
         }
         Ok(true)
     }
 
+    /// `values`: rows of slab `s` from row `first_row` (messages give query positions).
     fn check_finite(&self, s: SlabId, first_row: usize, values: &[f32]) -> Result<()> {
+        let first = first_row + self.annotations.query_offset();
         self.annotations
-            .check_finite(self.path(), s, first_row, self.dims.keys, values)
+            .check_finite(self.path(), s, first, self.dims.keys, values)
     }
 
     /// Fills `buf.values` with the whole slab (queries × keys, row-major).
@@ -320,9 +327,10 @@ impl RowSource for AttentionSource {
             return Ok(());
         }
         let nk = self.dims.keys;
+        let off = self.annotations.query_offset();
         let queries = self.valid_queries(s.batch);
         for (run, first, last) in row_blocks(queries, self.rows_per_block()) {
-            self.read_rows(s, first..last + 1, buf)?;
+            self.read_rows(s, first - off..last + 1 - off, buf)?;
             for i in run {
                 let at = (queries[i] as usize - first) * nk;
                 f(i, queries[i], &buf.values[at..at + nk]);
