@@ -585,7 +585,7 @@ class Stream:
 
     def add(self, attn, *, tokens=None, attention_mask=None, padding_mask=None, input_ids=None,
             vocab=None, head_importance=None, global_attn=None, global_mask=None,
-            example_ids=None, layer=None):
+            example_ids=None, layer=None, step=None):
         """Analyses one batch, or with ``layer`` one layer of a batch, and writes its frames.
 
         Parameters
@@ -612,6 +612,12 @@ class Stream:
             (topk's frames, received's column sums, headstats' rows, rollout's chain). A layer
             that raises drops its batch, whose rows are then not written; the next batch starts
             at layer 0.
+        step : int | None
+            With ``layer``, topk only: the generation step (``generate()`` with a KV cache). Step
+            0 is the prompt (B, H, P, P); each later step is one query per row (B, H, 1, P + t)
+            at the last position, with that step's masks and tokens given with its layer 0. The
+            steps of a batch are one example per row, written when the next step 0 comes or the
+            stream closes, in the order of one forward pass over the whole sequence.
 
         Raises
         ------
@@ -625,6 +631,8 @@ class Stream:
         arguments = dict(tokens=tokens, attention_mask=attention_mask, padding_mask=padding_mask,
                          input_ids=input_ids, vocab=vocab, head_importance=head_importance,
                          global_mask=global_mask)
+        if step is not None and layer is None:
+            raise ValueError("step: give the layer too")
         if layer is not None and layer != 0:
             given = [name for name, v in dict(arguments, example_ids=example_ids).items()
                      if v is not None]
@@ -643,7 +651,8 @@ class Stream:
         if global_attn is not None:
             this["global_attn"] = _array_or_path(global_attn)
         _native_call(self._native.add, this, _example_ids(example_ids),
-                     None if layer is None else _index(layer))
+                     None if layer is None else _index(layer),
+                     None if step is None else _index(step))
 
     def close(self):
         """Finishes the output (renamed into place, or a dataset's parts and ``_SUCCESS``);
@@ -792,6 +801,7 @@ _STREAM_STUB = [
     *[f"        {p.name}: {p.hint} = ...," for p in _INPUT if p.name in _PER_BATCH],
     "        example_ids: Sequence[str] | None = ...,",
     "        layer: int | None = ...,",
+    "        step: int | None = ...,",
     "    ) -> None: ...",
     "    def close(self) -> polars.DataFrame | pyarrow.Table | None: ...",
     "    def abort(self) -> None: ...",
@@ -802,7 +812,8 @@ _STREAM_STUB = [
     "    results: dict[str, polars.DataFrame | pyarrow.Table]",
     "    @property",
     "    def modules(self) -> list[str]: ...",
-    "    def __call__(self, example_ids: Sequence[str] | None = ..., **encoding: Any) -> Any: ...",
+    "    def __call__(self, *, example_ids: Sequence[str] | None = ..., **encoding: Any) -> Any: ...",
+    "    def generate(self, *, example_ids: Sequence[str] | None = ..., **kwargs: Any) -> Any: ...",
     "    def close(self) -> dict[str, polars.DataFrame | pyarrow.Table]: ...",
     "    def abort(self) -> None: ...",
     "    def __enter__(self) -> Capture: ...",

@@ -98,9 +98,7 @@ class Capture:
 
         if self._handles is None:
             raise ValueError("this capture is closed")
-        if getattr(self._model, "training", False):
-            _warnings.warn("the model is in training mode: dropout changes its attention; call "
-                           "model.eval() first", UserWarning, stacklevel=2)
+        self._warn_if_training()
         mask = encoding.get("attention_mask")
         global_mask = encoding.get("global_attention_mask")
         ids = encoding.get("input_ids")
@@ -121,10 +119,7 @@ class Capture:
         try:
             with torch.no_grad():
                 output = self._model(**encoding)
-            ran = self._batch["next_layer"]
-            if ran != len(self._modules):
-                raise ValueError(f"layer {ran} of batch {self._batches}: missing: the model ran "
-                                 f"{ran} of its {len(self._modules)} attention modules")
+            self._check_all_layers_ran()
         except BaseException:
             # The batch's layers so far are dropped; the capture takes the next batch.
             for s in self._streams.values():
@@ -134,6 +129,93 @@ class Capture:
             self._batch = None
         self._batches += 1
         return output
+
+    def generate(self, *, example_ids=None, **kwargs):
+        """Runs ``model.generate(**kwargs)`` under ``torch.no_grad()`` with the hooks on and
+        returns its output: each step's attention — the prompt (B, H, P, P), then one query per
+        row (B, H, 1, P + t) at the last position — is ranked as it is produced, and no step is
+        kept. The batch is one example per row over the whole generated sequence, its rows as
+        one forward pass over that sequence would give them (the last generated token, never
+        fed back, has none). Tokens cover the prompt and the generated ids when the capture has
+        a tokenizer; the attention mask of each step (left padding) comes from ``generate``.
+
+        Parameters
+        ----------
+        example_ids : Sequence[str] | None
+            One id per batch row; default the batch's running index (``i:row``).
+        **kwargs
+            ``generate``'s: the encoding (``input_ids``, ``attention_mask``) and its options
+            (``max_new_tokens``, ``do_sample``, ...).
+
+        Raises
+        ------
+        ValueError
+            A stream other than topk (received, headstats and rollout need the whole
+            sequence: run ``cap(**encoding)`` over the generated one); as :meth:`__call__`.
+        """
+        import torch
+
+        from . import _example_ids
+
+        if self._handles is None:
+            raise ValueError("this capture is closed")
+        others = [name for name in self._streams if name != "topk"]
+        if others:
+            raise ValueError(f"generate: only topk ranks each step as it is produced; "
+                             f"{', '.join(others)} need the whole sequence (run cap(**encoding) "
+                             "over the generated sequence)")
+        self._warn_if_training()
+        self._batch = dict(tokens=None, attention_mask=None, global_mask=None,
+                           example_ids=_example_ids(example_ids), next_layer=0, asked=False,
+                           length=None, step=-1, sequence=None)
+        handle = self._model.register_forward_pre_hook(self._generation_step, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                output = self._model.generate(**kwargs)
+            self._check_all_layers_ran()
+            for s in self._streams.values():
+                s._native.end_batch()
+        except BaseException:
+            for s in self._streams.values():
+                s._native.drop_batch()
+            raise
+        finally:
+            handle.remove()
+            self._batch = None
+        self._batches += 1
+        return output
+
+    def _generation_step(self, module, args, kwargs):
+        """Before each forward pass of ``generate``: a new step, with the sequence so far."""
+        import torch
+
+        batch = self._batch
+        if batch["step"] >= 0:
+            self._check_all_layers_ran()
+        batch["step"] += 1
+        batch["next_layer"] = 0
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        mask = kwargs.get("attention_mask")
+        if ids is not None:
+            ids = ids.detach().cpu()
+            seen = batch["sequence"]
+            batch["sequence"] = ids if seen is None else torch.cat([seen, ids], dim=1)
+            batch["length"] = batch["sequence"].shape[1]
+            if self._tokenizer is not None:
+                batch["tokens"] = [self._tokenizer.convert_ids_to_tokens(row)
+                                   for row in batch["sequence"].tolist()]
+        batch["attention_mask"] = None if mask is None else mask.detach().cpu()
+
+    def _check_all_layers_ran(self):
+        ran = self._batch["next_layer"]
+        if ran != len(self._modules):
+            raise ValueError(f"layer {ran} of batch {self._batches}: missing: the model ran "
+                             f"{ran} of its {len(self._modules)} attention modules")
+
+    def _warn_if_training(self):
+        if getattr(self._model, "training", False):
+            _warnings.warn("the model is in training mode: dropout changes its attention; call "
+                           "model.eval() first", UserWarning, stacklevel=3)
 
     def _hook(self, layer, name, index):
         import torch
@@ -156,7 +238,7 @@ class Capture:
             first = layer == 0
             for s in self._streams.values():
                 try:
-                    s.add(weights, layer=layer, **extra,
+                    s.add(weights, layer=layer, step=batch.get("step"), **extra,
                           tokens=batch["tokens"] if first else None,
                           attention_mask=batch["attention_mask"] if first else None,
                           global_mask=batch["global_mask"] if first else None,

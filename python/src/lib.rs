@@ -635,20 +635,22 @@ impl Stream {
 impl Stream {
     /// Analyses one batch, or with `layer` one layer of a batch: `input` has its arrays (read
     /// in place), `example_ids` one id per batch row.
-    #[pyo3(signature = (input, example_ids=None, layer=None))]
+    #[pyo3(signature = (input, example_ids=None, layer=None, step=None))]
     fn add(
         &mut self,
         py: Python<'_>,
         input: &Bound<'_, PyDict>,
         example_ids: Option<Vec<String>>,
         layer: Option<u16>,
+        step: Option<u32>,
     ) -> PyResult<()> {
         let batch = input_options(input)?;
         let mut inner = self.inner();
         let stream = open_stream(&mut inner)?;
-        interruptible(py, self.threads, |_| match layer {
-            Some(l) => stream.add_layer(batch, l, example_ids),
-            None => stream.add(batch, example_ids.as_deref()),
+        interruptible(py, self.threads, |_| match (layer, step) {
+            (Some(l), step) => stream.add_step_layer(batch, step, l, example_ids),
+            (None, None) => stream.add(batch, example_ids.as_deref()),
+            (None, Some(_)) => Err(app::Error::Usage("step: give the layer too".into())),
         })
     }
 

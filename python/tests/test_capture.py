@@ -335,3 +335,70 @@ def test_what_a_new_user_ran_into(tmp_path):
     with af.capture(lf, topk=dict(k=1)) as cap:
         out = cap(**longformer_batches()[0], output_attentions=True)
     assert len(out.attentions) == 2
+
+
+def gpt2_lm():
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=60, n_layer=2, n_head=4, n_embd=32, n_positions=64, pad_token_id=0,
+        attn_implementation="eager"))
+
+
+def llama_lm():
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=60, num_hidden_layers=2, num_key_value_heads=2, max_position_embeddings=64,
+        pad_token_id=0, attn_implementation="eager", **SMALL))
+
+
+@pytest.mark.parametrize("build", [gpt2_lm, llama_lm])
+def test_generate_ranks_each_step_as_a_forward_pass_over_the_sequence_would(build):
+    torch.manual_seed(0)
+    model = build().eval()
+    g = torch.Generator().manual_seed(3)
+    prompt = torch.randint(5, 60, (2, 6), generator=g)
+    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]])  # left padding, as for generation
+    with af.capture(model, tokenizer=tokenizer(), topk=dict(k=3)) as cap:
+        sequence = cap.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=6,
+                                do_sample=False)
+    got = cap.results["topk"]
+    assert got["example_id"].unique().sort().to_list() == ["0:0", "0:1"]
+    # One forward pass over the whole generated sequence, with generate()'s positions.
+    full_mask = torch.cat([mask, torch.ones(2, sequence.shape[1] - 6, dtype=mask.dtype)], 1)
+    positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        out = model(input_ids=sequence, attention_mask=full_mask, position_ids=positions,
+                    output_attentions=True)
+    tokens = [tokenizer().convert_ids_to_tokens(r) for r in sequence.tolist()]
+    want = af.topk(torch.stack(out.attentions).numpy(), attention_mask=full_mask.numpy(),
+                   tokens=tokens, k=3)
+    # The last generated token is never fed back: it has no row.
+    want = want.filter(pl.col("query_position") < sequence.shape[1] - 1)
+    keys = ["batch", "layer", "head", "query_position", "rank", "position"]
+    assert got.select(keys).equals(want.select(keys))
+    assert np.allclose(got["score"].to_numpy(), want["score"].to_numpy(), atol=1e-5)
+    tok = lambda df, c: df[c].cast(pl.String).to_list()
+    assert tok(got, "token") == tok(want, "token") and tok(got, "query_token") == tok(want, "query_token")
+    with pytest.raises(ValueError, match="generate: only topk"):
+        with af.capture(model, topk=dict(), received=dict()) as cap:
+            cap.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=2)
+
+
+def test_a_stream_takes_generation_steps():
+    rng = np.random.default_rng(8)
+    prompt = rng.random((2, 1, 2, 3, 3), dtype=np.float32)
+    steps = [rng.random((2, 1, 2, 1, 3 + t), dtype=np.float32) for t in (1, 2)]
+    with af.stream("topk", k=2) as s:
+        for layer in range(2):
+            s.add(prompt[layer], layer=layer, step=0)
+        for t, a in enumerate(steps, 1):
+            for layer in range(2):
+                s.add(a[layer], layer=layer, step=t)
+    rows = s.result.filter((pl.col("layer") == 1) & (pl.col("head") == 0))
+    assert rows["query_position"].unique(maintain_order=True).to_list() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="step 2: expected step 1"):
+        with af.stream("topk") as s:
+            s.add(prompt[0], layer=0, step=0)
+            s.add(prompt[1], layer=1, step=0)
+            s.add(steps[1][0], layer=0, step=2)
+    with pytest.raises(ValueError, match="step: only topk"):
+        with af.stream("received") as s:
+            s.add(prompt[0], layer=0, step=0)

@@ -117,9 +117,12 @@ pub struct FrameStream {
 /// command needs of it.
 struct LayeredBatch {
     example_ids: Option<Vec<String>>,
-    /// The first layer's dimensions; every later layer must match them.
+    /// The first layer's dimensions; every later layer must match them (of a generation step:
+    /// its own layer 0's; B and H stay those of step 0).
     dims: Dims,
     next_layer: u16,
+    /// The generation step whose layers arrive (None: a batch without steps).
+    step: Option<u32>,
     kept: Kept,
 }
 
@@ -320,10 +323,40 @@ impl FrameStream {
         layer: u16,
         example_ids: Option<Vec<String>>,
     ) -> Result<()> {
-        if layer == 0 {
-            self.end_batch()?;
+        self.add_step_layer(batch, None, layer, example_ids)
+    }
+
+    /// [`add_layer`](FrameStream::add_layer) for a batch that a model generates step by step
+    /// (`generate()` with a KV cache): `step` 0 is the prompt, (B, H, P, P); each later step
+    /// brings one query per row, (B, H, 1, P + t), whose position is the last (the query axis's
+    /// rule). Step 0's layer 0 starts the batch; every step brings all its layers in order, with
+    /// its own masks and tokens (they grow with the sequence). The batch is one example per row,
+    /// written when the next batch starts or the stream finishes, its rows ordered as one
+    /// forward pass over the whole sequence orders them. Only topk takes steps.
+    ///
+    /// # Errors
+    /// `Usage` for another command; `BadInput` naming the layer and the batch for a step out of
+    /// order, a step before the last one's layers are all in, or another B or H than step 0's;
+    /// as [`add_layer`](FrameStream::add_layer) otherwise.
+    pub fn add_step_layer(
+        &mut self,
+        batch: InputOptions,
+        step: Option<u32>,
+        layer: u16,
+        example_ids: Option<Vec<String>>,
+    ) -> Result<()> {
+        if step.is_some() && !matches!(self.command, StreamCommand::Topk(_)) {
+            return Err(Error::usage(format!(
+                "step: only topk ranks a generation step by step ({} needs the whole sequence)",
+                self.command.name()
+            )));
         }
-        let result = self.keep_layer_of_batch(batch, layer, example_ids);
+        if layer == 0 && step.unwrap_or(0) == 0 {
+            self.end_batch()?;
+        } else if layer == 0 {
+            self.next_step(step.unwrap_or(0))?;
+        }
+        let result = self.keep_layer_of_batch(batch, layer, step, example_ids);
         if result.is_err() {
             // A batch missing a layer cannot be finished: it is dropped whole, and the next
             // batch starts at layer 0 with the same index.
@@ -332,9 +365,44 @@ impl FrameStream {
         result?;
         let pending = self.layered.as_mut().expect("kept above");
         pending.next_layer += 1;
-        if self.layers_per_batch == Some(pending.next_layer) {
+        if step.is_none() && self.layers_per_batch == Some(pending.next_layer) {
             self.end_batch()?;
         }
+        Ok(())
+    }
+
+    /// Opens step `step` of the batch being generated, once the step before has all its layers.
+    fn next_step(&mut self, step: u32) -> Result<()> {
+        let at = self.writer.examples;
+        let layers = self.layers_per_batch;
+        let Some(pending) = self.layered.as_mut() else {
+            return Err(layer_error(
+                0,
+                at,
+                format!("step {step}: a generated batch starts at step 0"),
+            ));
+        };
+        let last = pending.step.unwrap_or(0);
+        if pending.step.is_none() || step != last + 1 {
+            self.layered = None;
+            return Err(layer_error(
+                0,
+                at,
+                format!("step {step}: expected step {}", last + 1),
+            ));
+        }
+        if layers.is_some_and(|n| pending.next_layer != n) {
+            let done = pending.next_layer;
+            self.layered = None;
+            return Err(layer_error(
+                done,
+                at,
+                format!("missing: step {last} ended after {done} layers"),
+            ));
+        }
+        self.layers_per_batch = Some(pending.next_layer);
+        pending.step = Some(step);
+        pending.next_layer = 0;
         Ok(())
     }
 
@@ -342,6 +410,7 @@ impl FrameStream {
         &mut self,
         batch: InputOptions,
         layer: u16,
+        step: Option<u32>,
         example_ids: Option<Vec<String>>,
     ) -> Result<()> {
         // A layer past the last belongs to the batch just finished, not to a new one.
@@ -400,13 +469,24 @@ impl FrameStream {
             if let Some(ids) = &example_ids {
                 labels("", Some(ids), dims.batch)?;
             }
-            match &self.layered {
+            match &mut self.layered {
+                // A step's layer 0 sets the step's Q and K; B and H stay the batch's.
+                Some(p) if layer == 0 && step.is_some() => {
+                    let this_step = Dims {
+                        queries: dims.queries,
+                        keys: dims.keys,
+                        ..p.dims
+                    };
+                    check_same_dims(&this_step, &dims, layer, at)?;
+                    p.dims = this_step;
+                }
                 Some(p) => check_same_dims(&p.dims, &dims, layer, at)?,
                 None => {
                     self.layered = Some(LayeredBatch {
                         example_ids: None,
                         dims,
                         next_layer: 0,
+                        step,
                         kept: self.empty_kept(),
                     })
                 }
@@ -417,11 +497,12 @@ impl FrameStream {
             }
             let command = &self.command;
             let rows_per_group = self.row_group_size;
+            let place = Place { layer, step };
             keep_layer(
                 command,
                 rows_per_group,
                 &rows,
-                layer,
+                place,
                 selected,
                 &mut pending.kept,
             )
@@ -506,7 +587,7 @@ impl FrameStream {
                 let empty = empty.unwrap_or_default();
                 // Batch-major, as a whole batch's frames; a stable sort keeps each layer's
                 // pieces in their order.
-                pieces.sort_by_key(|p| (p.batch, p.layer));
+                pieces.sort_by_key(|p| (p.batch, p.layer, p.head, p.step));
                 let frames = pieces.into_iter().map(|p| p.restored(&empty));
                 let index = self.writer.examples.to_string();
                 let labels = labels(&index, pending.example_ids.as_deref(), dims.batch)?;
@@ -546,14 +627,22 @@ impl FrameStream {
 }
 
 /// Analyses one layer (a one-layer source) and keeps what the command needs of it.
+/// Where a kept layer sits: its layer, and its generation step if any.
+#[derive(Clone, Copy)]
+struct Place {
+    layer: u16,
+    step: Option<u32>,
+}
+
 fn keep_layer(
     command: &StreamCommand,
     row_group_size: u64,
     rows: &Rows<'_>,
-    layer: u16,
+    place: Place,
     selected: bool,
     kept: &mut Kept,
 ) -> Result<()> {
+    let layer = place.layer;
     if let (
         StreamCommand::Rollout(o, _),
         Kept::Rollout {
@@ -575,7 +664,7 @@ fn keep_layer(
             let schema = rollout::ranked_into(&joint, rows, o, &output, &mut frames, &Quiet)?;
             empty.get_or_insert(schema);
             for df in frames {
-                pieces.extend(Piece::cut(df, layer, rows.tokens().is_none())?);
+                pieces.extend(Piece::cut(df, place, rows.tokens().is_none())?);
             }
         }
         return Ok(());
@@ -593,7 +682,7 @@ fn keep_layer(
             let schema = topk::topk_into(rows, o, &output, &mut frames, &Quiet)?;
             empty.get_or_insert(schema);
             for df in frames {
-                pieces.extend(Piece::cut(df, layer, rows.tokens().is_none())?);
+                pieces.extend(Piece::cut(df, place, rows.tokens().is_none())?);
             }
         }
         (
@@ -633,6 +722,10 @@ fn keep_layer(
 struct Piece {
     batch: u32,
     layer: u16,
+    /// The piece's first head; a generation step's pieces hold one head each, so that the
+    /// steps' rows of a head come together.
+    head: u16,
+    step: u32,
     queries: Vec<QueryRun>,
     rows: DataFrame,
 }
@@ -647,8 +740,9 @@ struct QueryRun {
 const RUN_COLUMNS: [&str; 5] = ["batch", "layer", "head", "query_position", "rank"];
 
 impl Piece {
-    /// `df` (a one-layer frame in batch order) cut at batch rows.
-    fn cut(df: DataFrame, layer: u16, no_tokens: bool) -> Result<Vec<Piece>> {
+    /// `df` (a one-layer frame in batch order) cut at batch rows, and at heads for a
+    /// generation step.
+    fn cut(df: DataFrame, place: Place, no_tokens: bool) -> Result<Vec<Piece>> {
         let batch: Vec<u32> = df.column("batch")?.u32()?.into_no_null_iter().collect();
         // Rollout's frame has no head column: its one fused head is 0.
         let head: Vec<u16> = match df.column("head") {
@@ -667,8 +761,14 @@ impl Piece {
         let rows = df.drop_many(dropped);
         let mut pieces = Vec::new();
         let mut start = 0;
+        let same_piece = |i: usize, j: usize| {
+            batch[i] == batch[j] && (place.step.is_none() || head[i] == head[j])
+        };
         while start < batch.len() {
-            let end = start + batch[start..].partition_point(|&b| b == batch[start]);
+            let end = start
+                + (start..batch.len())
+                    .take_while(|&j| same_piece(start, j))
+                    .count();
             let mut queries = Vec::new();
             let mut i = start;
             while i < end {
@@ -683,7 +783,9 @@ impl Piece {
             }
             pieces.push(Piece {
                 batch: batch[start],
-                layer,
+                layer: place.layer,
+                head: head[start],
+                step: place.step.unwrap_or(0),
                 queries,
                 rows: rows.slice(start as i64, end - start),
             });
