@@ -132,6 +132,9 @@ enum Kept {
     Frames {
         pieces: Vec<Piece>,
         empty: Option<DataFrame>,
+        /// Generation steps: the latest step's tokens (they cover every key so far), which
+        /// give the pieces their token columns when written.
+        step_tokens: Option<TokenDictionary>,
     },
     /// received: the column sums of every selected layer, the batch's valid keys, tokens and
     /// word spans.
@@ -144,11 +147,12 @@ enum Kept {
     /// headstats: each selected head's statistics.
     Stats(Vec<HeadStats>),
     /// rollout: the chain of every batch row (one n × n J each), and the selected layers'
-    /// rows as topk keeps them.
+    /// rows as topk keeps them (`tokens` is always None: its pieces keep theirs).
     Rollout {
         chains: LayerChains,
         pieces: Vec<Piece>,
         empty: Option<DataFrame>,
+        tokens: Option<TokenDictionary>,
     },
 }
 
@@ -536,6 +540,7 @@ impl FrameStream {
             StreamCommand::Topk(_) => Kept::Frames {
                 pieces: Vec::new(),
                 empty: None,
+                step_tokens: None,
             },
             StreamCommand::Received(_) => Kept::Received {
                 sums: ReceivedSums::default(),
@@ -548,6 +553,7 @@ impl FrameStream {
                 chains: LayerChains::new(o.fuse),
                 pieces: Vec::new(),
                 empty: None,
+                tokens: None,
             },
         }
     }
@@ -580,15 +586,21 @@ impl FrameStream {
             ..pending.dims
         };
         let (frames, empty) = match pending.kept {
-            Kept::Frames { mut pieces, empty }
+            Kept::Frames {
+                pieces,
+                empty,
+                step_tokens: tokens,
+            }
             | Kept::Rollout {
-                mut pieces, empty, ..
+                pieces,
+                empty,
+                tokens,
+                ..
             } => {
                 let empty = empty.unwrap_or_default();
-                // Batch-major, as a whole batch's frames; a stable sort keeps each layer's
-                // pieces in their order.
-                pieces.sort_by_key(|p| (p.batch, p.layer, p.head, p.step));
-                let frames = pieces.into_iter().map(|p| p.restored(&empty));
+                let frames = batch_major(pieces)?
+                    .into_iter()
+                    .map(|p| p.restored(&empty, tokens.as_ref()));
                 let index = self.writer.examples.to_string();
                 let labels = labels(&index, pending.example_ids.as_deref(), dims.batch)?;
                 let id = pending.example_ids.as_ref().map_or(&index, |ids| &ids[0]);
@@ -649,6 +661,7 @@ fn keep_layer(
             chains,
             pieces,
             empty,
+            ..
         },
     ) = (command, &mut *kept)
     {
@@ -673,7 +686,14 @@ fn keep_layer(
         return Ok(());
     }
     match (command, kept) {
-        (StreamCommand::Topk(o), Kept::Frames { pieces, empty }) => {
+        (
+            StreamCommand::Topk(o),
+            Kept::Frames {
+                pieces,
+                empty,
+                step_tokens,
+            },
+        ) => {
             let output = OutputOptions {
                 row_group_size,
                 ..Default::default()
@@ -681,8 +701,14 @@ fn keep_layer(
             let mut frames = Vec::new();
             let schema = topk::topk_into(rows, o, &output, &mut frames, &Quiet)?;
             empty.get_or_insert(schema);
+            // A generation step's pieces leave their tokens out: the last step's dictionary
+            // gives them all at the end, so the steps' pieces can be joined.
+            let steps = place.step.is_some();
+            if steps && layer == 0 {
+                *step_tokens = token_dictionary(rows)?;
+            }
             for df in frames {
-                pieces.extend(Piece::cut(df, place, rows.tokens().is_none())?);
+                pieces.extend(Piece::cut(df, place, steps || rows.tokens().is_none())?);
             }
         }
         (
@@ -794,8 +820,9 @@ impl Piece {
         Ok(pieces)
     }
 
-    /// The piece's rows with every column of `empty`, in its order.
-    fn restored(self, empty: &DataFrame) -> Result<DataFrame> {
+    /// The piece's rows with every column of `empty`, in its order; token columns it left out
+    /// come from `tokens` when given.
+    fn restored(self, empty: &DataFrame, tokens: Option<&TokenDictionary>) -> Result<DataFrame> {
         let n = self.rows.height();
         let mut head = Vec::with_capacity(n);
         let mut query = Vec::with_capacity(n);
@@ -820,16 +847,48 @@ impl Piece {
             .map(|c| {
                 let name = c.name().as_str();
                 if let Some(i) = RUN_COLUMNS.iter().position(|&r| r == name) {
-                    return runs[i].take().expect("each column once");
+                    return Ok(runs[i].take().expect("each column once"));
                 }
-                match self.rows.column(name) {
-                    Ok(kept) => kept.clone(),
-                    Err(_) => Column::full_null(c.name().clone(), n, c.dtype()),
+                match (self.rows.column(name), tokens, name) {
+                    (Ok(kept), _, _) => Ok(kept.clone()),
+                    (Err(_), Some(t), "query_token") => {
+                        let codes = self.queries.iter().flat_map(|q| {
+                            std::iter::repeat_n(t.code(self.batch, q.query_position), q.rows as _)
+                        });
+                        Ok(t.column(name, codes.collect()))
+                    }
+                    (Err(_), Some(t), "token") => {
+                        let positions = self.rows.column("position")?.u32()?;
+                        let codes = positions
+                            .into_no_null_iter()
+                            .map(|p| t.code(self.batch, p))
+                            .collect();
+                        Ok(t.column(name, codes))
+                    }
+                    (Err(_), _, _) => Ok(Column::full_null(c.name().clone(), n, c.dtype())),
                 }
             })
-            .collect();
+            .collect::<Result<Vec<_>>>()?;
         Ok(DataFrame::new(n, columns)?)
     }
+}
+
+/// `pieces` batch-major, as a whole batch's frames are (a stable sort keeps each layer's pieces
+/// in their order, and a head's steps in theirs), with the pieces of one (batch, layer, head)
+/// joined: a generation's steps bring one small piece each.
+fn batch_major(mut pieces: Vec<Piece>) -> Result<Vec<Piece>> {
+    pieces.sort_by_key(|p| (p.batch, p.layer, p.head, p.step));
+    let mut joined: Vec<Piece> = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        match joined.last_mut() {
+            Some(last) if (last.batch, last.layer, last.head) == (p.batch, p.layer, p.head) => {
+                last.queries.extend(p.queries);
+                last.rows.vstack_mut(&p.rows)?;
+            }
+            _ => joined.push(p),
+        }
+    }
+    Ok(joined)
 }
 
 /// Each batch row's `example_id`: `example_ids`, or the batch's running index `index`.
