@@ -35,6 +35,7 @@ import textwrap as _textwrap
 
 from . import _native
 from ._capture import Capture
+from ._finishing import Finishing
 
 __version__ = _native.__version__
 __all__ = ["topk", "received", "headstats", "similarity", "rollout", "compare", "cluster", "melt",
@@ -568,7 +569,7 @@ def _example_ids(value):
     return [str(i.item() if hasattr(i, "item") else i) for i in value]
 
 
-class Stream:
+class Stream(Finishing):
     """Batches of attention into one output as they arrive (``attnframes.stream``).
 
     Each :meth:`add` analyses one batch at once and keeps only its frames, so a study of many
@@ -664,16 +665,6 @@ class Stream:
     def abort(self):
         """Drops the stream unfinished: nothing it wrote is left."""
         self._native.abort()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, traceback):
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
-        return False
 
 
 def stream(command, *, out=None, num_layers=None, **options):

@@ -4,6 +4,8 @@ probabilities to attnframes streams as the layer computes them, and nothing else
 import os as _os
 import warnings as _warnings
 
+from ._finishing import Finishing
+
 _STREAMED = ("topk", "received", "headstats", "rollout")
 
 # Attention implementations that compute the probabilities in a fused kernel and return None.
@@ -14,7 +16,7 @@ _FUSED = ("sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 _LONGFORMER = "LongformerSelfAttention"
 
 
-class Capture:
+class Capture(Finishing):
     """Streams fed from a model's attention modules (``attnframes.capture``).
 
     Calling it runs the model on one batch; each attention module's weights (B, H, Q, K) go to
@@ -276,16 +278,6 @@ class Capture:
         for handle in self._handles or ():
             handle.remove()
         self._handles = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, traceback):
-        if kind is None:
-            self.close()
-        else:
-            self.abort()
-        return False
 
 
 def _readable(weights, torch):

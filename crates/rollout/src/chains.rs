@@ -1,9 +1,9 @@
 //! Rollout fed one layer at a time, as a model computes its layers: one J per batch row.
 
-use ingest::{Annotations, Dims, RowSource, SlabBuffer, SlabId, Tokens};
+use ingest::{RowSource, SlabBuffer, SlabId};
 use ndarray::Array2;
 
-use crate::source::{block_product, check_square, for_each_joint_row, fuse_heads};
+use crate::source::{block_product, check_square, for_each_joint_row, fuse_heads, fused_head_rows};
 use crate::{Fuse, Result, RolloutError};
 
 /// The rollout chains of a batch whose layers arrive one at a time: after each
@@ -97,32 +97,7 @@ pub struct CurrentJoint<'a, S: RowSource> {
 }
 
 impl<S: RowSource> RowSource for CurrentJoint<'_, S> {
-    fn dims(&self) -> Dims {
-        Dims {
-            heads: 1,
-            ..self.inner.dims()
-        }
-    }
-
-    fn annotations(&self) -> &Annotations {
-        self.inner.annotations()
-    }
-
-    fn slabs(&self) -> Vec<SlabId> {
-        self.slabs.clone()
-    }
-
-    fn valid_queries(&self, b: u32) -> &[u32] {
-        self.inner.valid_queries(b)
-    }
-
-    fn valid_keys(&self, b: u32) -> &[u32] {
-        self.inner.valid_keys(b)
-    }
-
-    fn tokens(&self) -> Option<&Tokens> {
-        self.inner.tokens()
-    }
+    fused_head_rows!();
 
     fn is_seekable(&self) -> bool {
         true

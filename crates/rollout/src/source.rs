@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use ingest::{Annotations, Dims, RowSource, SlabBuffer, SlabId, Tokens};
+use ingest::{RowSource, SlabBuffer, SlabId};
 use ndarray::{s, Array2, Axis};
 use polars::prelude::*;
 use rayon::prelude::*;
@@ -255,33 +255,42 @@ pub(crate) fn block_product(a: &Array2<f64>, b: &Array2<f64>, out: &mut Array2<f
         });
 }
 
-impl<S: RowSource> RowSource for RolloutSource<'_, S> {
-    fn dims(&self) -> Dims {
-        Dims {
-            heads: 1,
-            ..self.inner.dims()
+/// The row-source methods a rollout source takes from the source it fuses (`self.inner`): one
+/// fused head, its own `self.slabs`, the inner positions and tokens.
+macro_rules! fused_head_rows {
+    () => {
+        fn dims(&self) -> ingest::Dims {
+            ingest::Dims {
+                heads: 1,
+                ..self.inner.dims()
+            }
         }
-    }
 
-    fn annotations(&self) -> &Annotations {
-        self.inner.annotations()
-    }
+        fn annotations(&self) -> &ingest::Annotations {
+            self.inner.annotations()
+        }
 
-    fn slabs(&self) -> Vec<SlabId> {
-        self.slabs.clone()
-    }
+        fn slabs(&self) -> Vec<ingest::SlabId> {
+            self.slabs.clone()
+        }
 
-    fn valid_queries(&self, b: u32) -> &[u32] {
-        self.inner.valid_queries(b)
-    }
+        fn valid_queries(&self, b: u32) -> &[u32] {
+            self.inner.valid_queries(b)
+        }
 
-    fn valid_keys(&self, b: u32) -> &[u32] {
-        self.inner.valid_keys(b)
-    }
+        fn valid_keys(&self, b: u32) -> &[u32] {
+            self.inner.valid_keys(b)
+        }
 
-    fn tokens(&self) -> Option<&Tokens> {
-        self.inner.tokens()
-    }
+        fn tokens(&self) -> Option<&ingest::Tokens> {
+            self.inner.tokens()
+        }
+    };
+}
+pub(crate) use fused_head_rows;
+
+impl<S: RowSource> RowSource for RolloutSource<'_, S> {
+    fused_head_rows!();
 
     /// The chain advances as slabs are read, so they must come in order, one at a time.
     fn is_seekable(&self) -> bool {
