@@ -647,11 +647,24 @@ impl Stream {
         let batch = input_options(input)?;
         let mut inner = self.inner();
         let stream = open_stream(&mut inner)?;
-        interruptible(py, self.threads, |_| match (layer, step) {
-            (Some(l), step) => stream.add_step_layer(batch, step, l, example_ids),
-            (None, None) => stream.add(batch, example_ids.as_deref()),
-            (None, Some(_)) => Err(app::Error::Usage("step: give the layer too".into())),
-        })
+        let threads = self.threads;
+        match (layer, step) {
+            // One layer is small work, called once per layer (and step) while a model runs:
+            // it runs on this thread, without the GIL, rather than on a thread of its own
+            // that waits for a core the model's threads hold.
+            (Some(l), step) => py
+                .detach(|| {
+                    app::with_threads(threads, || {
+                        stream.add_step_layer(batch, step, l, example_ids)
+                    })
+                    .and_then(|r| r)
+                })
+                .map_err(raise),
+            (None, None) => {
+                interruptible(py, threads, |_| stream.add(batch, example_ids.as_deref()))
+            }
+            (None, Some(_)) => Err(PyValueError::new_err("step: give the layer too")),
+        }
     }
 
     /// Finishes the batch arriving layer by layer, if any.

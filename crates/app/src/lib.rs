@@ -62,14 +62,16 @@ pub use stream::{FrameStream, StreamCommand};
 /// # Errors
 /// `Usage` when the pool cannot be built (e.g. 0 threads).
 pub fn with_threads<T: Send>(threads: Option<usize>, work: impl FnOnce() -> T + Send) -> Result<T> {
-    let mut pool = rayon::ThreadPoolBuilder::new();
-    if let Some(n) = threads {
-        if n == 0 {
-            return Err(Error::Usage("--threads must be at least 1".into()));
-        }
-        pool = pool.num_threads(n);
+    // Without a count the global pool (one thread per core) serves: building a pool starts
+    // and joins its threads, which costs more than a small call (a stream's layer) itself.
+    let Some(n) = threads else {
+        return Ok(work());
+    };
+    if n == 0 {
+        return Err(Error::Usage("--threads must be at least 1".into()));
     }
-    let pool = pool
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
         .build()
         .map_err(|e| Error::Usage(format!("--threads: {e}")))?;
     Ok(pool.install(work))

@@ -131,6 +131,19 @@ impl<'a, S: RowSource> TopkFrames<'a, S> {
         self.src.valid_queries(id.batch).len() * self.per_query(id.batch)
     }
 
+    /// Whether `ids` hold enough scores to share among threads: waking them costs more than
+    /// ranking a few rows (a generation step's one query per slab), most of all when other
+    /// threads (a model's) hold the cores. The rows are the same either way.
+    fn is_worth_threads(&self, ids: &[SlabId]) -> bool {
+        const SCORES_PER_THREADED_CHUNK: usize = 1 << 16;
+        let keys = self.src.dims().keys;
+        let scores: usize = ids
+            .iter()
+            .map(|id| self.src.valid_queries(id.batch).len() * keys)
+            .sum();
+        scores >= SCORES_PER_THREADED_CHUNK
+    }
+
     /// An empty frame with the topk schema.
     pub fn empty(&self) -> Result<DataFrame> {
         self.build(&[])
@@ -197,7 +210,7 @@ impl<'a, S: RowSource> TopkFrames<'a, S> {
             .collect();
         let fill =
             |rows: SlabRows| with_scratch(|s| self.fill_slab(&mut s.slab, &mut s.selection, rows));
-        if self.src.is_seekable() {
+        if self.src.is_seekable() && self.is_worth_threads(ids) {
             parts.into_par_iter().try_for_each(fill)?;
         } else {
             parts.into_iter().try_for_each(fill)?;
