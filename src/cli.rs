@@ -122,6 +122,13 @@ pub struct InputArgs {
     /// positions 0..Q; masks and tokens describe the keys' sequence.
     #[arg(long)]
     pub cross_attention: bool,
+    /// --attn holds the steps of one generate() call (output_attentions=True,
+    /// return_dict_in_generate=True), read as one example over the whole generated sequence:
+    /// one file per step (a glob in natural order), or one .pt (the saved attentions tuple),
+    /// .npz or .safetensors holding every step (its arrays in natural order, or those an
+    /// --attn-key pattern matches). Masks and tokens cover the sequence the steps attend over.
+    #[arg(long, conflicts_with_all = ["query_offset", "cross_attention", "global_attn", "sliding_window"])]
+    pub generation_steps: bool,
     /// Longformer global attentions (L,B,H,S_pad,x): --attn is then HF's sliding-window tensor.
     #[arg(long)]
     pub global_attn: Option<PathBuf>,
@@ -340,20 +347,30 @@ pub struct CompareArgs {
 
 #[derive(Debug, Args)]
 pub struct MeltArgs {
-    /// Tensor: .npy, .npz, .safetensors, .pt (any float, integer or bool dtype).
-    #[arg(long)]
-    pub attn: PathBuf,
+    /// Tensor: .npy, .npz, .safetensors, .pt (any float, integer or bool dtype); with
+    /// --generation-steps, the steps' files or the one file holding every step.
+    #[arg(long, num_args = 1.., required = true)]
+    pub attn: Vec<PathBuf>,
     /// Array name inside .npz/.safetensors/.pt, or a pattern ('arr_*') whose arrays are
     /// stacked as a first axis.
     #[arg(long)]
     pub attn_key: Option<String>,
     /// One column name per axis, e.g. layer,head,position,dim (layer/head are u16, others u32);
     /// '' for a 0-d tensor (one value, one row).
-    #[arg(long)]
-    pub axes: String,
+    #[arg(
+        long,
+        required_unless_present = "generation_steps",
+        conflicts_with = "generation_steps"
+    )]
+    pub axes: Option<String>,
     /// Tokens (.txt or .json): axes named position / query_position get token / query_token.
     #[arg(long)]
     pub tokens: Option<PathBuf>,
+    /// --attn holds the steps of one generate() call (see topk --help): columns batch, layer,
+    /// head, query_position, position, value over the whole sequence, each row over the keys
+    /// its step holds.
+    #[arg(long)]
+    pub generation_steps: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }

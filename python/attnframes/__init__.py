@@ -56,6 +56,11 @@ def _path(value):
     return _os.fspath(value)
 
 
+def _paths(value):
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [_os.fspath(v) for v in items]
+
+
 def _array_or_path(value):
     return _array(value) if _is_array(value) else _os.fspath(value)
 
@@ -141,6 +146,13 @@ _INPUT = [
     _Param("cross_attention", False, "bool",
            "The queries are another sequence's (an encoder-decoder's cross-attention): query "
            "positions 0..Q; masks describe the keys and tokens cannot be given.", "input"),
+    _Param("generation_steps", False, "bool",
+           "``attn`` holds the steps of one ``generate(output_attentions=True, "
+           "return_dict_in_generate=True)`` call, read as one example over the whole generated "
+           "sequence: a list of files (one step each, or a glob in natural order) or one .pt "
+           "(``torch.save(out.attentions, path)``), .npz or .safetensors holding every step. "
+           "Masks and tokens cover the K positions the steps attend over: "
+           "``out.sequences[:, :-1]`` (the last token is never fed back).", "input"),
     _Param("global_attn", None, f"{_PATH} | numpy.ndarray | None",
            "Longformer global attentions (L, B, H, S_pad, x), a file or an array read in place: "
            "``attn`` is then HF's sliding-window tensor (L, B, H, S, x + w + 1).", "input",
@@ -490,12 +502,19 @@ _COMMANDS = [
              ] + _FIGURE + _INPUT + _OUTPUT + _THREADS, _FRAME_OUT, _frames(_native.cluster)),
     _Command("melt", "Any tensor as a long frame: one index column per axis (layer/head u16, "
              "others u32), then ``value`` (f32 for floats, i64 for integers, bool).",
-             _Param("attn", _REQUIRED, _PATH,
-                    "The tensor file (.npy, .npz, .safetensors, .pt), any dtype.", "options", _path),
+             _Param("attn", _REQUIRED, f"{_PATH} | Sequence[{_PATH}]",
+                    "The tensor file (.npy, .npz, .safetensors, .pt), any dtype; with "
+                    "``generation_steps``, the steps' files or the one file holding every step.",
+                    "options", _paths),
              [
-                 _Param("axes", _REQUIRED, "Sequence[str] | str",
+                 _Param("axes", None, "Sequence[str] | str | None",
                         "One column name per axis, e.g. ``['layer', 'head', 'position', 'dim']``; "
-                        "empty for a 0-d tensor.", "options", _axes),
+                        "empty for a 0-d tensor. Needed unless ``generation_steps``.", "options",
+                        _axes),
+                 _Param("generation_steps", False, "bool",
+                        "``attn`` holds the steps of one ``generate()`` call: columns batch, layer, "
+                        "head, query_position, position, value over the whole sequence, each row "
+                        "over the keys its step holds (with a KV cache: keys 0..query_position)."),
                  _Param("attn_key", None, "str | None",
                         "Array name inside .npz/.safetensors/.pt, or a pattern stacked as a first axis."),
                  _Param("tokens", None, f"{_PATH} | None",

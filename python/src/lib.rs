@@ -203,6 +203,7 @@ fn input_options(d: &Bound<'_, PyDict>) -> PyResult<app::InputOptions> {
             (None, true) => app::QueryPositions::Cross,
             (None, false) => app::QueryPositions::Auto,
         },
+        generation_steps: o.or("generation_steps", false)?,
         global_attn: o.tensor("global_attn")?,
         sliding_window: o.or("sliding_window", false)?,
         global_mask: o.tensor("global_mask")?,
@@ -556,11 +557,13 @@ fn melt(
 ) -> PyResult<Option<ArrowStream>> {
     let o = Options(options);
     let out = output_options(output)?;
+    let attn: Vec<String> = o.or("attn", Vec::new())?;
     let opts = app::MeltOptions {
-        attn: o.path("attn")?.unwrap_or_default(),
+        attn: attn.into_iter().map(PathBuf::from).collect(),
         attn_key: o.get("attn_key")?,
         axes: o.or("axes", Vec::new())?,
         tokens: o.path("tokens")?,
+        generation_steps: o.or("generation_steps", false)?,
     };
     frames(py, threads(options)?, |progress| {
         app::melt(&opts, &out, progress)

@@ -402,3 +402,121 @@ def test_a_stream_takes_generation_steps():
     with pytest.raises(ValueError, match="step: only topk"):
         with af.stream("received") as s:
             s.add(prompt[0], layer=0, step=0)
+
+
+def generated(build, new_tokens=6):
+    """Greedy generation from a batch of two left-padded prompts, with every step's attention:
+    (model, generate's output, the whole sequence's attention mask)."""
+    torch.manual_seed(0)
+    model = build().eval()
+    g = torch.Generator().manual_seed(3)
+    prompt = torch.randint(5, 60, (2, 6), generator=g)
+    mask = torch.tensor([[1] * 6, [0, 0, 1, 1, 1, 1]])
+    with torch.no_grad():
+        out = model.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=new_tokens,
+                             do_sample=False, output_attentions=True,
+                             return_dict_in_generate=True)
+    n = out.sequences.shape[1]
+    full_mask = torch.cat([mask, torch.ones(2, n - 6, dtype=mask.dtype)], 1)
+    return model, out, full_mask
+
+
+def save_steps(d, attentions):
+    """The steps in every saved form a user has: the .pt of `out.attentions`, an .npz and a
+    .safetensors of one stacked array per step, and one .npy per step."""
+    from safetensors.numpy import save_file
+    stacked = [torch.stack(step).numpy() for step in attentions]
+    torch.save(attentions, d / "steps.pt")
+    np.savez(d / "steps.npz", *stacked)
+    save_file({f"step_{t}": a for t, a in enumerate(stacked)}, d / "steps.safetensors")
+    (d / "each").mkdir()
+    for t, a in enumerate(stacked):
+        np.save(d / "each" / f"step_{t}.npy", a)
+    return [[d / "steps.pt"], [d / "steps.npz"], [d / "steps.safetensors"],
+            [d / "each" / "step_*.npy"], [d / "each" / f"step_{t}.npy" for t in range(len(stacked))]]
+
+
+GENERATION_COMMANDS = {"topk": ["-k", "3"], "received": ["--normalize", "minmax"],
+                       "headstats": [], "melt": []}
+
+
+@pytest.mark.parametrize("build", [gpt2_lm, llama_lm])
+def test_saved_generation_steps_are_read_as_one_forward_pass_over_the_sequence(tmp_path, build):
+    model, out, full_mask = generated(build)
+    sequence = out.sequences
+    n = sequence.shape[1] - 1  # the last generated token is never fed back: it has no row
+    positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        forward = model(input_ids=sequence, attention_mask=full_mask, position_ids=positions,
+                        output_attentions=True)
+    np.save(tmp_path / "forward.npy", torch.stack(forward.attentions)[..., :n, :n].numpy())
+    np.save(tmp_path / "mask.npy", full_mask[:, :n].numpy())
+    tokens = [tokenizer().convert_ids_to_tokens(r) for r in sequence[:, :n].tolist()]
+    (tmp_path / "tokens.json").write_text(json.dumps(tokens))
+    forms = save_steps(tmp_path, out.attentions)
+
+    def run(command, attn, *extra):
+        o = tmp_path / f"{command}.parquet"
+        args = [BIN, command, "--attn", *attn, "--tokens", tmp_path / "tokens.json", *extra,
+                *GENERATION_COMMANDS[command], "-o", o]
+        if command != "melt":
+            args += ["--attention-mask", tmp_path / "mask.npy"]
+        p = subprocess.run([str(a) for a in args], capture_output=True)
+        assert p.returncode == 0, p.stderr.decode()
+        return pl.read_parquet(o)
+
+    for command in ["topk", "received", "headstats"]:
+        want = run(command, [tmp_path / "forward.npy"])
+        for attn in forms:
+            got = run(command, attn, "--generation-steps")
+            floats = [c for c, t in want.schema.items() if t.is_float()]
+            assert got.drop(floats).equals(want.drop(floats)), (command, attn)
+            for c in floats:
+                assert np.allclose(got[c].to_numpy(), want[c].to_numpy(), atol=1e-5,
+                                   equal_nan=True), (command, attn, c)
+    # melt: each row over the keys its step holds: the prompt's square, then keys 0..p.
+    melted = run("melt", forms[0], "--generation-steps")
+    assert melted.columns == ["batch", "layer", "head", "query_position", "query_token",
+                              "position", "token", "value"]
+    keys = lambda q: 6 if q < 6 else q + 1
+    assert len(melted) == 2 * 2 * 4 * sum(keys(q) for q in range(n))
+    full = torch.stack(forward.attentions).numpy()
+    # Padded queries' rows (batch row 1's first two) are not the same computation twice.
+    real = melted.filter((pl.col("batch") == 0) | (pl.col("query_position") >= 2))
+    at = real.select("layer", "batch", "head", "query_position", "position").to_numpy().T
+    assert np.allclose(real["value"].to_numpy(), full[tuple(at)], atol=1e-5)
+    assert melted["token"].cast(pl.String).to_list()[:6] == tokens[0][:6]
+
+    # The Python package reads the same files, and the live capture ranks the same rows.
+    py = af.topk([str(p) for p in forms[4]], generation_steps=True, k=3,
+                 attention_mask=str(tmp_path / "mask.npy"), tokens=tokens)
+    assert py.equals(run("topk", forms[0], "--generation-steps"))
+    with af.capture(model, topk=dict(k=3)) as cap:
+        cap.generate(input_ids=sequence[:, :6], attention_mask=full_mask[:, :6],
+                     max_new_tokens=6, do_sample=False)
+    live = cap.results["topk"].drop("example_id", "token", "query_token")
+    assert live.drop("score").equals(py.drop("score", "token", "query_token"))
+    assert np.allclose(live["score"].to_numpy(), py["score"].to_numpy(), atol=1e-6)
+
+
+def test_generation_steps_that_do_not_fit_are_errors(tmp_path):
+    _, out, full_mask = generated(gpt2_lm, new_tokens=3)
+    forms = save_steps(tmp_path, out.attentions)
+    each = forms[4]
+
+    def error(*args):
+        p = subprocess.run([str(a) for a in [BIN, "topk", "--generation-steps", *args,
+                                             "-o", tmp_path / "x.parquet"]], capture_output=True)
+        assert p.returncode != 0 and not (tmp_path / "x.parquet").exists()
+        return p.stderr.decode().strip()
+
+    assert "step 1 has 1 query rows over 8 keys" in error("--attn", each[0], each[2])
+    assert "one array holds one step" in error("--attn", each[1])
+    assert "names one array, which holds one step" in error("--attn", forms[1][0],
+                                                             "--attn-key", "arr_1")
+    np.save(tmp_path / "mask.npy", full_mask.numpy())
+    assert "generate()'s last token is never fed back" in error(
+        "--attn", forms[0][0], "--attention-mask", tmp_path / "mask.npy")
+    torch.save({"attentions": out.attentions[0]}, tmp_path / "layers.pt")
+    assert "entry 'attentions' is a tuple of 4-D tensors, the layers (B, H, Q, K) of one step" \
+        in error("--attn", tmp_path / "layers.pt")

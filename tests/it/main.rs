@@ -21,6 +21,7 @@ mod queries;
 mod robustness;
 mod similarity;
 mod snapshots;
+mod steps;
 mod stream;
 mod view;
 mod words;

@@ -47,8 +47,9 @@ pub(crate) fn is_dataset_run(
     output: &OutputOptions,
     d: &DatasetOptions,
 ) -> bool {
-    input.attn.len() > 1
-        || (input.attn_array.is_none() && input.attn.iter().any(|p| is_glob(p)))
+    let several = input.attn.len() > 1
+        || (input.attn_array.is_none() && input.attn.iter().any(|p| is_glob(p)));
+    (several && !input.generation_steps)
         || directory_output(output).is_some()
         || d.tokens_dir.is_some()
         || d.shard.is_some()
@@ -111,6 +112,11 @@ pub(crate) fn run(
     if r.input.longformer() {
         return Err(Error::usage(
             "--global-attn/--sliding-window: a Longformer input is one file (pair); run it file by file",
+        ));
+    }
+    if r.input.generation_steps {
+        return Err(Error::usage(
+            "--generation-steps: the steps are one example; write it to a file or to memory (a dataset's directory, partitions and shards take examples)",
         ));
     }
     if r.input.attn_array.is_some() {
@@ -307,13 +313,14 @@ pub(crate) fn example_labels(id: &str, batch_rows: usize) -> Vec<String> {
     }
 }
 
-/// The input list: each `--attn` value, a glob expanded in sorted order.
-fn example_files(attn: &[PathBuf], from: ExampleIdFrom) -> Result<Vec<ExampleFile>> {
+/// Each `--attn` value, a glob's matches in sorted order, or in natural order (`step_2`
+/// before `step_10`) when `natural`.
+pub(crate) fn expand_globs(attn: &[PathBuf], natural: bool) -> Result<Vec<PathBuf>> {
     let mut paths = Vec::new();
     for p in attn {
         if p.as_os_str() == "-" {
             return Err(Error::usage(
-                "--attn -: standard input is one file; a dataset reads files",
+                "--attn -: standard input is one file; several inputs are files",
             ));
         }
         if !is_glob(p) {
@@ -321,7 +328,7 @@ fn example_files(attn: &[PathBuf], from: ExampleIdFrom) -> Result<Vec<ExampleFil
             continue;
         }
         let pattern = p.to_string_lossy();
-        let matches: Vec<PathBuf> = glob::glob(&pattern)
+        let mut matches: Vec<PathBuf> = glob::glob(&pattern)
             .map_err(|e| Error::usage(format!("--attn {pattern}: {e}")))?
             .filter_map(Result::ok)
             .filter(|m| m.is_file())
@@ -329,8 +336,17 @@ fn example_files(attn: &[PathBuf], from: ExampleIdFrom) -> Result<Vec<ExampleFil
         if matches.is_empty() {
             return Err(IngestError::invalid(p, "no file matches this pattern").into());
         }
+        if natural {
+            matches.sort_by(|a, b| ingest::natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
+        }
         paths.extend(matches);
     }
+    Ok(paths)
+}
+
+/// The input list: each `--attn` value, a glob expanded in sorted order.
+fn example_files(attn: &[PathBuf], from: ExampleIdFrom) -> Result<Vec<ExampleFile>> {
+    let paths = expand_globs(attn, false)?;
     let mut files: Vec<ExampleFile> = paths
         .into_iter()
         .enumerate()

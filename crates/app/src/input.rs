@@ -6,8 +6,8 @@ use std::path::Path;
 
 use frame_sink::TokenDictionary;
 use ingest::{
-    AttentionSource, Dims, RowSource, SlabBuffer, SlabId, SourceOptions, TokenSpec, Tokens,
-    WordMerged,
+    AttentionSource, Dims, GenerationSteps, RowSource, SlabBuffer, SlabId, SourceOptions,
+    TokenSpec, Tokens, WordMerged,
 };
 use longformer_dense::SlidingWindowAttention;
 use polars::prelude::*;
@@ -23,6 +23,8 @@ use crate::progress::Progress;
 pub enum Source {
     Dense(AttentionSource),
     Longformer(SlidingWindowAttention),
+    /// The steps of one `generate()` call, as the whole generated sequence.
+    Steps(GenerationSteps),
 }
 
 /// Implements `RowSource` for an enum whose every variant holds a row source, by calling
@@ -81,7 +83,7 @@ macro_rules! delegate_row_source {
     };
 }
 
-delegate_row_source!(Source, Dense, Longformer);
+delegate_row_source!(Source, Dense, Longformer, Steps);
 
 impl Source {
     /// The input's shapes for the `attnframes` metadata.
@@ -93,6 +95,10 @@ impl Source {
             Source::Longformer(s) => json!({
                 "attn": s.sliding.shape, "global_attn": s.global.as_ref().map(|g| &g.shape), "layout": "LBHQK",
                 "dtype": s.sliding.element.name(), "window": s.w, "global_slots": s.x,
+            }),
+            Source::Steps(s) => json!({
+                "generation_steps": s.tensors().map(|t| &t.shape).collect::<Vec<_>>(),
+                "dtype": s.tensors().next().map(|t| t.element.name()),
             }),
         }
     }
@@ -215,7 +221,7 @@ const MASK_CONVENTIONS: &str = "HF's attention_mask (--attention-mask) uses 1 fo
 /// Opens the one-file input `a` (dense or Longformer), checking its padding mask's
 /// convention; a dense tensor that looks like Longformer's sliding window is warned about.
 pub(crate) fn open_source(a: &InputOptions, progress: &dyn Progress) -> Result<Source> {
-    if a.attn.len() > 1 {
+    if a.attn.len() > 1 && !a.generation_steps {
         return Err(Error::usage(
             "--attn: several files (a dataset) are taken by topk, received and headstats",
         ));
@@ -230,7 +236,9 @@ pub(crate) fn open_source(a: &InputOptions, progress: &dyn Progress) -> Result<S
         return Err(Error::usage("--input-ids needs --vocab"));
     }
     let opts = source_options(a);
-    let source = if a.longformer() {
+    let source = if a.generation_steps {
+        Source::Steps(open_steps(a, &opts)?)
+    } else if a.longformer() {
         Source::Longformer(SlidingWindowAttention::open(
             &opts,
             a.global_attn.as_ref(),
@@ -250,6 +258,24 @@ pub(crate) fn open_source(a: &InputOptions, progress: &dyn Progress) -> Result<S
         }
     }
     Ok(source)
+}
+
+/// The generation steps of `a`: the files given, one step each, or the steps in the one file.
+pub(crate) fn open_steps(a: &InputOptions, opts: &SourceOptions) -> Result<GenerationSteps> {
+    if a.longformer() || a.attn_array.is_some() {
+        return Err(Error::usage(
+            "--generation-steps: the steps are files (a Longformer pair or an array is not)",
+        ));
+    }
+    let key = a.attn_key.as_deref();
+    let tensors = match crate::dataset::expand_globs(&a.attn, true)?.as_slice() {
+        [one] => ingest::TensorFile::open_steps(one, key)?,
+        several => several
+            .iter()
+            .map(|p| ingest::TensorFile::open(p, key))
+            .collect::<ingest::Result<_>>()?,
+    };
+    Ok(GenerationSteps::open(tensors, opts)?)
 }
 
 /// Words only mean something to the analyses that rank or measure positions.

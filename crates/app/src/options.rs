@@ -56,6 +56,11 @@ pub struct InputOptions {
     /// Which positions the query rows are: by default the last Q of the K key positions (all
     /// of them when square); `Offset(n)`; or `Cross`, another sequence's.
     pub queries: QueryPositions,
+    /// `attn` holds the steps of one `generate()` call, read as one example over the whole
+    /// generated sequence: several files (one step each, in order) or one `.pt` (the saved
+    /// `attentions` tuple), `.npz` or `.safetensors` (its arrays in natural order, or those
+    /// the `attn_key` pattern matches).
+    pub generation_steps: bool,
     /// Longformer global attentions (L, B, H, S_pad, x): `attn` is then HF's sliding-window
     /// tensor (L, B, H, S, x + w + 1).
     pub global_attn: Option<TensorInput>,
@@ -288,11 +293,17 @@ pub struct CompareOptions {
 /// `melt`: any tensor as a long frame.
 #[derive(Debug, Clone, Default)]
 pub struct MeltOptions {
-    /// The tensor (any float, integer or bool dtype).
-    pub attn: PathBuf,
+    /// The tensor (any float, integer or bool dtype); with `generation_steps`, the steps'
+    /// files (one each) or the one file holding every step.
+    pub attn: Vec<PathBuf>,
     pub attn_key: Option<String>,
-    /// One column name per axis (empty for a 0-d tensor).
+    /// One column name per axis (empty for a 0-d tensor); with `generation_steps`, none.
     pub axes: Vec<String>,
+    /// `attn` holds the steps of one `generate()` call (as
+    /// [`InputOptions::generation_steps`]): the columns are then `batch, layer, head,
+    /// query_position, position, value` over the whole sequence, each row over the keys its
+    /// step holds.
+    pub generation_steps: bool,
     /// Tokens for the axes named `position` / `query_position`.
     pub tokens: Option<PathBuf>,
 }

@@ -16,6 +16,8 @@
 //! - [`AttentionSource`]: the dense [`RowSource`]: the selected `(batch, layer, head)` slabs in
 //!   canonical order with the attention mask, head importance, selections and [`Tokens`]
 //!   applied once.
+//! - [`GenerationSteps`]: the steps of one `generate()` call (the prompt's square, then one
+//!   query row per new token) as the row source of the whole generated sequence.
 //! - [`WordMerged`]: a row source over words instead of subword tokens (`--words`).
 //! - [`summarize`]: what `attnframes inspect` prints.
 //!
@@ -50,6 +52,7 @@ mod pytorch;
 mod row_source;
 mod selection;
 mod source;
+mod steps;
 mod tensor;
 mod tokens;
 mod wordrule;
@@ -61,9 +64,11 @@ pub use error::{IngestError, Result};
 pub use inspect::{summarize, HeadRowSums, TensorSummary};
 pub use kernels::{add_row_f64, ln_f32};
 pub use layout::Layout;
+pub use names::natural_cmp;
 pub use row_source::{key_runs, mask_problem, RowSource};
 pub use selection::parse_selection;
 pub use source::{row_blocks, AttentionSource, Dims, SlabBuffer, SlabId, SourceOptions, TokenSpec};
+pub use steps::GenerationSteps;
 pub use tensor::{Container, SharedArray, TensorFile, TensorInput};
 pub use tokens::{Tokens, Vocab};
 pub use wordrule::{is_special, word_pieces, Piece};

@@ -16,7 +16,7 @@ pub(crate) enum Pick {
 }
 
 /// True when `key` is a pattern rather than a name.
-fn is_pattern(key: &str) -> bool {
+pub(crate) fn is_pattern(key: &str) -> bool {
     key.contains(['*', '?'])
 }
 
@@ -146,7 +146,7 @@ fn matches(pattern: &str, name: &str) -> bool {
 }
 
 /// Natural order: runs of digits compare as numbers, so `layer_2` < `layer_10`.
-pub(crate) fn natural_cmp(a: &str, b: &str) -> Ordering {
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
     let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
     loop {
         match (a.first(), b.first()) {

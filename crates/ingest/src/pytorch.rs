@@ -63,6 +63,89 @@ fn pickle_member(zip: &zip::ZipArchive<File>) -> Option<String> {
 
 /// The tensor(s) `key` picks in a PyTorch file.
 pub(crate) fn find(path: &Path, file: &File, len: u64, key: Option<&str>) -> Result<Found> {
+    with_pickle(path, file, len, |top, storages| {
+        let (tensors, stacked, key) = select(path, top, key)?;
+        storages.found(tensors, stacked, key)
+    })
+}
+
+/// The steps of one `generate()` call in a PyTorch file, in order: the saved object (or the
+/// dict entry `key`, default `attentions`, else the only entry) is a tuple or list of steps,
+/// each a tuple or list of layers (stacked) or one tensor.
+pub(crate) fn find_steps(
+    path: &Path,
+    file: &File,
+    len: u64,
+    key: Option<&str>,
+) -> Result<Vec<Found>> {
+    with_pickle(path, file, len, |top, storages| {
+        let (steps, key) = match top {
+            Value::Dict(d) => {
+                let entries: Vec<(String, Value)> = d
+                    .items
+                    .iter()
+                    .filter_map(|(k, v)| match k {
+                        Value::Str(k) => Some((k.to_string(), v.clone())),
+                        _ => None,
+                    })
+                    .collect();
+                let names: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+                let name = match names::pick(path, key, &names, |_| None)? {
+                    Pick::One(name) => name,
+                    Pick::Stack { pattern, .. } => bail!(
+                        path,
+                        "--attn-key '{pattern}': name the entry holding the steps (a tuple of steps)"
+                    ),
+                };
+                let at = names.iter().position(|n| *n == name).expect("picked");
+                (entries[at].1.clone(), Some(name))
+            }
+            other => (other, None),
+        };
+        let what = key
+            .as_ref()
+            .map_or("the saved object".to_string(), |k| format!("entry '{k}'"));
+        let (Value::Tuple(items) | Value::List(items)) = &steps else {
+            bail!(
+                path,
+                "{what} is {}: generation steps are a tuple of steps, each a tuple of layers (generate(..., output_attentions=True, return_dict_in_generate=True).attentions)",
+                steps.kind()
+            );
+        };
+        if items.items.is_empty() {
+            bail!(path, "{what} is an empty {}: no steps", steps.kind());
+        }
+        let one_step = items
+            .items
+            .iter()
+            .all(|v| matches!(v, Value::Tensor(t) if t.shape.len() == 4));
+        if one_step {
+            bail!(
+                path,
+                "{what} is a {} of 4-D tensors, the layers (B, H, Q, K) of one step: generation steps are a tuple of steps, each a tuple of layers (save generate()'s whole `attentions`)",
+                steps.kind()
+            );
+        }
+        items
+            .items
+            .iter()
+            .enumerate()
+            .map(|(t, step)| {
+                let (tensors, stacked) = tensors_of(path, step, &format!("step {t} of {what}"))?;
+                storages.found(tensors, stacked, Some(format!("[{t}]")))
+            })
+            .collect()
+    })
+}
+
+/// Reads the pickle of a PyTorch file and calls `f` with the object it holds and the
+/// storages its tensors lie in.
+fn with_pickle<T>(
+    path: &Path,
+    file: &File,
+    len: u64,
+    f: impl FnOnce(Value, &mut Storages) -> Result<T>,
+) -> Result<T> {
     let mut head = [0u8; 4];
     if len < 4 || file.read_exact_at(&mut head, 0).is_err() || &head[..2] != b"PK" {
         return Err(not_zip(path, file, len));
@@ -125,16 +208,7 @@ pub(crate) fn find(path: &Path, file: &File, len: u64, key: Option<&str>) -> Res
         big_endian,
         found: HashMap::new(),
     };
-    let (tensors, stacked, key) = select(path, top, key)?;
-    let pieces = tensors
-        .into_iter()
-        .map(|(name, t)| storages.piece(name, &t))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Found {
-        pieces,
-        stacked,
-        key,
-    })
+    f(top, &mut storages)
 }
 
 /// Tensors with the names errors use for them (a dict key, or `[i]` in a tuple).
@@ -229,6 +303,19 @@ struct Storages<'a> {
 }
 
 impl Storages<'_> {
+    /// The pieces of `tensors`, as what was found under `key`.
+    fn found(&mut self, tensors: Named, stacked: bool, key: Option<String>) -> Result<Found> {
+        let pieces = tensors
+            .into_iter()
+            .map(|(name, t)| self.piece(name, &t))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Found {
+            pieces,
+            stacked,
+            key,
+        })
+    }
+
     fn member(&mut self, key: &str) -> Result<(u64, u64)> {
         if let Some(&m) = self.found.get(key) {
             return Ok(m);

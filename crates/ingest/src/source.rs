@@ -122,7 +122,11 @@ pub struct AttentionSource {
 
 impl AttentionSource {
     pub fn open(opts: &SourceOptions) -> Result<AttentionSource> {
-        let tensor = opts.open_attn()?;
+        Self::of_tensor(opts.open_attn()?, opts)
+    }
+
+    /// The source of an opened `tensor`, with everything else of `opts`.
+    pub fn of_tensor(tensor: TensorFile, opts: &SourceOptions) -> Result<AttentionSource> {
         let path = tensor.path.clone();
         if !tensor.element.is_float() {
             bail!(

@@ -310,36 +310,66 @@ impl TensorFile {
         if path.as_os_str() == "-" {
             return Self::open_stdin();
         }
-        let file = File::open(path).map_err(|e| IngestError::io(path, e))?;
-        let meta = file.metadata().map_err(|e| IngestError::io(path, e))?;
-        if meta.is_dir() {
-            bail!(path, "is a directory, not a tensor file");
-        }
-        let len = meta.len();
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let (container, found) = match ext.as_str() {
-            "npz" => (Container::Npz, Self::find_npz(path, &file, len, key)?),
-            "safetensors" => (
-                Container::Safetensors,
-                Self::find_safetensors(path, &file, len, key)?,
-            ),
-            "pt" | "pth" | "bin" => (Container::Pytorch, pytorch::find(path, &file, len, key)?),
-            // Any other name (or none, as for an in-memory file): `.npy` unless the first
-            // bytes say it is a zip (torch.save or np.savez) or a pickle.
-            _ => match sniff(&file, len) {
-                Sniffed::Zip if pytorch::is_torch_zip(&file) => {
-                    (Container::Pytorch, pytorch::find(path, &file, len, key)?)
-                }
-                Sniffed::Zip => (Container::Npz, Self::find_npz(path, &file, len, key)?),
-                Sniffed::Pickle => return Err(pytorch::not_zip(path, &file, len)),
-                Sniffed::Other => return Self::open_npy(path, file, len),
-            },
+        let (file, len) = open_regular(path)?;
+        let container = container_of(path, &file, len)?;
+        let found = match container {
+            Container::Npz => Self::find_npz(path, &file, len, key)?,
+            Container::Safetensors => Self::find_safetensors(path, &file, len, key)?,
+            Container::Pytorch => pytorch::find(path, &file, len, key)?,
+            _ => return Self::open_npy(path, file, len),
         };
         Self::assemble(path, container, file, len, found)
+    }
+
+    /// Opens the steps of one `generate()` call saved in one file, in order: a `torch.save`d
+    /// tuple of steps, each a tuple of layers as `generate(output_attentions=True,
+    /// return_dict_in_generate=True).attentions` holds them (or each one stacked tensor),
+    /// alone or as a dict entry (`key`, default `attentions`); or the arrays of an `.npz` or
+    /// `.safetensors` that the pattern `key` (default `*`, every array) matches, in natural
+    /// order (`arr_2` before `arr_10`).
+    ///
+    /// # Errors
+    /// An `.npy` or stdin (one array is one step), a key that names one array, and every
+    /// error of [`open`](Self::open).
+    pub fn open_steps(path: &Path, key: Option<&str>) -> Result<Vec<TensorFile>> {
+        let one_array = "one array holds one step: give each step's file (--attn step_0.npy step_1.npy …) or one .pt, .npz or .safetensors holding every step";
+        if path.as_os_str() == "-" {
+            bail!(path, "{one_array}");
+        }
+        let (file, len) = open_regular(path)?;
+        let container = container_of(path, &file, len)?;
+        let found = match container {
+            Container::Pytorch => pytorch::find_steps(path, &file, len, key)?,
+            Container::Npz | Container::Safetensors => {
+                let pattern = key.unwrap_or("*");
+                if !names::is_pattern(pattern) {
+                    bail!(
+                        path,
+                        "--attn-key '{pattern}' names one array, which holds one step: give a pattern ('step_*') whose arrays are the steps"
+                    );
+                }
+                let all = match container {
+                    Container::Npz => Self::find_npz(path, &file, len, Some(pattern))?,
+                    _ => Self::find_safetensors(path, &file, len, Some(pattern))?,
+                };
+                all.pieces
+                    .into_iter()
+                    .map(|piece| Found {
+                        key: Some(piece.name.clone()),
+                        pieces: vec![piece],
+                        stacked: false,
+                    })
+                    .collect()
+            }
+            _ => bail!(path, "{one_array}"),
+        };
+        found
+            .into_iter()
+            .map(|f| {
+                let file = file.try_clone().map_err(|e| IngestError::io(path, e))?;
+                Self::assemble(path, container, file, len, f)
+            })
+            .collect()
     }
 
     fn open_npy(path: &Path, file: File, len: u64) -> Result<TensorFile> {
@@ -1028,6 +1058,38 @@ fn npz_piece(
 }
 
 /// What the first bytes of a file say it is.
+/// Opens `path` for positioned reads: (the file, its length).
+fn open_regular(path: &Path) -> Result<(File, u64)> {
+    let file = File::open(path).map_err(|e| IngestError::io(path, e))?;
+    let meta = file.metadata().map_err(|e| IngestError::io(path, e))?;
+    if meta.is_dir() {
+        bail!(path, "is a directory, not a tensor file");
+    }
+    Ok((file, meta.len()))
+}
+
+/// The container of an opened file, by its extension; any other name (or none, as for an
+/// in-memory file) is `.npy` unless the first bytes say it is a zip (torch.save or np.savez)
+/// or a pickle.
+fn container_of(path: &Path, file: &File, len: u64) -> Result<Container> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    Ok(match ext.as_str() {
+        "npz" => Container::Npz,
+        "safetensors" => Container::Safetensors,
+        "pt" | "pth" | "bin" => Container::Pytorch,
+        _ => match sniff(file, len) {
+            Sniffed::Zip if pytorch::is_torch_zip(file) => Container::Pytorch,
+            Sniffed::Zip => Container::Npz,
+            Sniffed::Pickle => return Err(pytorch::not_zip(path, file, len)),
+            Sniffed::Other => Container::Npy,
+        },
+    })
+}
+
 enum Sniffed {
     Zip,
     Pickle,

@@ -13,6 +13,8 @@
 //! - With [`Tokens`], each axis named `position` or `query_position` gets its token column
 //!   (`token`, `query_token`) right after it; the token row comes from the `batch` axis when
 //!   there is one.
+//! - [`StepFrames`] melts the steps of one `generate()` call ([`ingest::GenerationSteps`]):
+//!   each row's entries over the keys its step holds, with the whole sequence's positions.
 //!
 //! ```no_run
 //! use ingest::TensorFile;
@@ -28,8 +30,10 @@
 //! ```
 
 mod melt;
+mod steps;
 
 pub use melt::{MeltFrames, MeltOptions};
+pub use steps::StepFrames;
 
 /// What can go wrong while melting.
 #[derive(Debug, thiserror::Error)]

@@ -24,9 +24,9 @@ pub fn compare(
     output: &OutputOptions,
 ) -> Result<Frames> {
     no_words(input, "compare")?;
-    if input.longformer() {
+    if input.longformer() || input.generation_steps {
         return Err(Error::usage(
-            "compare takes dense attention runs (no --global-attn or --sliding-window)",
+            "compare takes dense attention runs (no --global-attn, --sliding-window or --generation-steps)",
         ));
     }
     let out = MainOutput::open(output)?;

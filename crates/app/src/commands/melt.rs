@@ -1,12 +1,13 @@
 //! `melt`: any tensor as a long frame.
 
 use ingest::{TensorFile, Tokens};
-use melt_frames::MeltFrames;
+use melt_frames::{MeltFrames, StepFrames};
 use serde_json::json;
 
 use crate::error::{Error, Result};
+use crate::input::{open_steps, source_options};
 use crate::metadata::{metadata_json, path_str};
-use crate::options::{MeltOptions, OutputOptions};
+use crate::options::{InputOptions, MeltOptions, OutputOptions};
 use crate::output::{Frames, MainOutput};
 use crate::progress::{advance, Progress};
 
@@ -26,9 +27,21 @@ pub fn melt(
     output: &OutputOptions,
     progress: &dyn Progress,
 ) -> Result<Frames> {
+    if options.generation_steps {
+        return melt_steps(options, output, progress);
+    }
     let axes = &options.axes;
+    let attn = match options.attn.as_slice() {
+        [one] => one,
+        [] => return Err(Error::usage("--attn: no tensor given")),
+        _ => {
+            return Err(Error::usage(
+                "--attn: melt takes one tensor (several files only as --generation-steps)",
+            ))
+        }
+    };
     let mut out = MainOutput::open(output)?;
-    let mut tensor = TensorFile::open(&options.attn, options.attn_key.as_deref())?;
+    let mut tensor = TensorFile::open(attn, options.attn_key.as_deref())?;
     if tensor.fortran_order && tensor.data_bytes()? <= FORTRAN_IN_MEMORY {
         tensor.load_into_memory()?;
     }
@@ -47,9 +60,47 @@ pub fn melt(
     .map_err(usage_if_axes)?;
     out.sink.set_metadata(metadata_json(
         "melt",
-        json!({"attn": options.attn.display().to_string(), "attn_key": options.attn_key, "tokens": path_str(&options.tokens)}),
+        json!({"attn": attn.display().to_string(), "attn_key": options.attn_key, "tokens": path_str(&options.tokens)}),
         json!({"attn": tensor.shape, "dtype": tensor.element.name()}),
         json!({"axes": axes}),
+    ));
+    progress.start(frames.progress().1, "values");
+    let empty = frames.empty()?;
+    while let Some(chunk) = frames.next() {
+        out.sink.write(&chunk?)?;
+        advance(progress, frames.progress().0)?;
+    }
+    let result = out.finish(&empty)?;
+    progress.finish();
+    Ok(result)
+}
+
+/// The steps of one generation as a long frame (see [`melt_frames::StepFrames`]).
+fn melt_steps(
+    options: &MeltOptions,
+    output: &OutputOptions,
+    progress: &dyn Progress,
+) -> Result<Frames> {
+    if !options.axes.is_empty() {
+        return Err(Error::usage(
+            "--axes: generation steps have their own columns (batch, layer, head, query_position, position)",
+        ));
+    }
+    let input = InputOptions {
+        attn: options.attn.clone(),
+        attn_key: options.attn_key.clone(),
+        tokens: options.tokens.clone(),
+        generation_steps: true,
+        ..InputOptions::default()
+    };
+    let steps = open_steps(&input, &source_options(&input))?;
+    let mut out = MainOutput::open(output)?;
+    let mut frames = StepFrames::new(&steps, output.row_group_size as usize)?;
+    out.sink.set_metadata(metadata_json(
+        "melt",
+        json!({"attn": options.attn.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(), "attn_key": options.attn_key, "tokens": path_str(&options.tokens)}),
+        json!({"generation_steps": steps.tensors().map(|t| &t.shape).collect::<Vec<_>>()}),
+        json!({"generation_steps": true}),
     ));
     progress.start(frames.progress().1, "values");
     let empty = frames.empty()?;
