@@ -149,8 +149,10 @@ _INPUT = [
     _Param("generation_steps", False, "bool",
            "``attn`` holds the steps of one ``generate(output_attentions=True, "
            "return_dict_in_generate=True)`` call, read as one example over the whole generated "
-           "sequence: a list of files (one step each, or a glob in natural order) or one .pt "
-           "(``torch.save(out.attentions, path)``), .npz or .safetensors holding every step. "
+           "sequence: ``out.attentions`` itself (each step's layers stacked into one array, a "
+           "copy; bfloat16 widened to float32), a list of files (one step each, or a glob in "
+           "natural order) or one .pt (``torch.save(out.attentions, path)``), .npz or "
+           ".safetensors holding every step. "
            "Masks and tokens cover the K positions the steps attend over: "
            "``out.sequences[:, :-1]`` (the last token is never fed back).", "input"),
     _Param("global_attn", None, f"{_PATH} | numpy.ndarray | None",
@@ -297,6 +299,33 @@ def _attn_input(attn):
     return {"attn": [_os.fspath(a) for a in items]}
 
 
+def _step_array(step):
+    """One generation step as an (L, B, H, Q, K) array: a tuple of per-layer tensors (as
+    ``generate()`` returns them) stacked, or one tensor; torch tensors are moved to the CPU and
+    bfloat16 widened to float32 (exactly), which numpy cannot hold."""
+    import numpy as np
+
+    def array(t):
+        if hasattr(t, "detach"):
+            t = t.detach().cpu()
+            return (t.float() if str(t.dtype) == "torch.bfloat16" else t).numpy()
+        return np.asarray(t)
+
+    return np.stack([array(t) for t in step]) if isinstance(step, (list, tuple)) else array(step)
+
+
+def _steps_in_memory(attn, group):
+    """With ``generation_steps``, steps given as tensors (``out.attentions``) rather than files
+    become arrays read in place; True when they were."""
+    if not group.get("generation_steps") or not isinstance(attn, (list, tuple)) or not attn:
+        return False
+    if isinstance(attn[0], (str, bytes, _os.PathLike)):
+        return False
+    group["attn_steps"] = [_array(_step_array(step)) for step in attn]
+    group["attn"] = ["<attn steps>"]
+    return True
+
+
 def _tokens(value, group):
     if isinstance(value, (list, tuple)):
         lists = [list(map(str, r)) for r in value] if value and not isinstance(value[0], str) \
@@ -324,12 +353,12 @@ def _python_names(message):
 def _run(command, arguments):
     groups = {"input": {}, "options": {}, "output": {}, "python": {}}
     first = arguments[command.first.name]
-    if command.first.group == "input":
-        groups["input"].update(_attn_input(first))
-    else:
-        groups["options"][command.first.name] = _converted(command.first, first)
     for p in command.params:
         _put(p, arguments[p.name], groups)
+    if command.first.group != "input":
+        groups["options"][command.first.name] = _converted(command.first, first)
+    elif not _steps_in_memory(first, groups["input"]):
+        groups["input"].update(_attn_input(first))
     result = _native_call(command.call, groups)
     return _finish(result, groups["python"].get("as_arrow", False))
 

@@ -204,6 +204,14 @@ fn input_options(d: &Bound<'_, PyDict>) -> PyResult<app::InputOptions> {
             (None, false) => app::QueryPositions::Auto,
         },
         generation_steps: o.or("generation_steps", false)?,
+        attn_steps: match d.get_item("attn_steps")? {
+            Some(list) if !list.is_none() => list
+                .try_iter()?
+                .enumerate()
+                .map(|(t, step)| shared_array(step?.cast::<PyDict>()?, &format!("step {t}")))
+                .collect::<PyResult<_>>()?,
+            _ => Vec::new(),
+        },
         global_attn: o.tensor("global_attn")?,
         sliding_window: o.or("sliding_window", false)?,
         global_mask: o.tensor("global_mask")?,

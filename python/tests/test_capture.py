@@ -491,6 +491,9 @@ def test_saved_generation_steps_are_read_as_one_forward_pass_over_the_sequence(t
     py = af.topk([str(p) for p in forms[4]], generation_steps=True, k=3,
                  attention_mask=str(tmp_path / "mask.npy"), tokens=tokens)
     assert py.equals(run("topk", forms[0], "--generation-steps"))
+    in_memory = af.headstats(out.attentions, generation_steps=True,
+                             attention_mask=full_mask[:, :n].numpy(), tokens=tokens)
+    assert in_memory.equals(run("headstats", forms[0], "--generation-steps"))
     with af.capture(model, topk=dict(k=3)) as cap:
         cap.generate(input_ids=sequence[:, :6], attention_mask=full_mask[:, :6],
                      max_new_tokens=6, do_sample=False)

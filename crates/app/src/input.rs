@@ -267,6 +267,14 @@ pub(crate) fn open_steps(a: &InputOptions, opts: &SourceOptions) -> Result<Gener
             "--generation-steps: the steps are files (a Longformer pair or an array is not)",
         ));
     }
+    if !a.attn_steps.is_empty() {
+        let tensors = a
+            .attn_steps
+            .iter()
+            .map(ingest::TensorFile::from_shared)
+            .collect::<ingest::Result<_>>()?;
+        return Ok(GenerationSteps::open(tensors, opts)?);
+    }
     let key = a.attn_key.as_deref();
     let tensors = match crate::dataset::expand_globs(&a.attn, true)?.as_slice() {
         [one] => ingest::TensorFile::open_steps(one, key)?,

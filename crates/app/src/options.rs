@@ -61,6 +61,9 @@ pub struct InputOptions {
     /// `attentions` tuple), `.npz` or `.safetensors` (its arrays in natural order, or those
     /// the `attn_key` pattern matches).
     pub generation_steps: bool,
+    /// With `generation_steps`: the steps as arrays in memory, each (L, B, H, Q_t, K_t) in
+    /// order, read in place instead of `attn`'s files.
+    pub attn_steps: Vec<SharedArray>,
     /// Longformer global attentions (L, B, H, S_pad, x): `attn` is then HF's sliding-window
     /// tensor (L, B, H, S, x + w + 1).
     pub global_attn: Option<TensorInput>,
