@@ -28,6 +28,7 @@ pub fn input(a: &InputArgs) -> app::InputOptions {
         },
         generation_steps: a.generation_steps,
         attn_steps: Vec::new(),
+        reduced: None,
         global_attn: a.global_attn.clone().map(Into::into),
         sliding_window: a.sliding_window,
         global_mask: a.global_mask.clone().map(Into::into),

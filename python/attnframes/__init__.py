@@ -627,8 +627,9 @@ class Stream(Finishing):
     :attr:`result`) and removed if the block raised.
     """
 
-    def __init__(self, native, as_arrow):
+    def __init__(self, native, as_arrow, command=None, options=None):
         self._native, self._as_arrow = native, as_arrow
+        self._command, self._options = command, dict(options or {})
         self._batch_input = None
         self.result = None
 
@@ -682,26 +683,65 @@ class Stream(Finishing):
                          global_mask=global_mask)
         if step is not None and layer is None:
             raise ValueError("step: give the layer too")
-        if layer is not None and layer != 0:
-            given = [name for name, v in dict(arguments, example_ids=example_ids).items()
-                     if v is not None]
-            if given:
-                raise ValueError(f"{given[0]}: a batch's {given[0]} come with its layer 0, not "
-                                 f"with layer {layer}")
-            batch_input = self._batch_input or {}
-        else:
-            groups = {"input": {}}
-            for p in _INPUT:
-                if p.name in arguments:
-                    _put(p, arguments[p.name], groups)
-            batch_input = groups["input"]
-        self._batch_input = batch_input if layer is not None else None
+        self._layer_input(arguments, example_ids, 0 if layer is None else layer)
+        batch_input = self._batch_input
+        if layer is None:
+            self._batch_input = None
         this = dict(batch_input, **_attn_input(attn))
         if global_attn is not None:
             this["global_attn"] = _array_or_path(global_attn)
         _native_call(self._native.add, this, _example_ids(example_ids),
                      None if layer is None else _index(layer),
                      None if step is None else _index(step))
+
+    def add_reduced(self, reduced, *, layer, step=None, tokens=None, attention_mask=None,
+                    padding_mask=None, example_ids=None):
+        """Adds one layer reduced where it was computed (``attnframes._device``, on a GPU):
+        topk takes its ranked keys, received its sums, and each writes the rows it would have
+        written from the layer itself. Other commands, and topk with ``all``, ``nonzero`` or
+        ``words``, need the layer (:meth:`add`).
+
+        Parameters
+        ----------
+        reduced : attnframes._device.Reduced
+            The layer's Q and K, ranked keys (B, H, Q, k) and received sums (B, H, K), numpy
+            arrays read in place.
+        layer, step, tokens, attention_mask, padding_mask, example_ids
+            As for :meth:`add` with ``layer``.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`add`; ranked keys fewer than the stream's ``k``; a reduced layer given
+            to a command that needs the attention rows.
+        """
+        arrays = {name: _array(value) for name, value in
+                  (("positions", reduced.positions), ("scores", reduced.scores),
+                   ("sums", reduced.sums)) if value is not None}
+        self._layer_input(dict(tokens=tokens, attention_mask=attention_mask,
+                               padding_mask=padding_mask), example_ids, layer)
+        found = dict(non_finite_index=reduced.non_finite[0],
+                     non_finite_value=reduced.non_finite[1]) if reduced.non_finite else {}
+        this = dict(self._batch_input, attn=["<attn array>"],
+                    reduced=dict(arrays, queries=reduced.queries, keys=reduced.keys, **found))
+        _native_call(self._native.add, this, _example_ids(example_ids), _index(layer),
+                     None if step is None else _index(step))
+
+    def _layer_input(self, arguments, example_ids, layer):
+        """Keeps a batch's inputs, given with its layer 0, for its later layers."""
+        if layer != 0:
+            given = [name for name, v in dict(arguments, example_ids=example_ids).items()
+                     if v is not None]
+            if given:
+                raise ValueError(f"{given[0]}: a batch's {given[0]} come with its layer 0, not "
+                                 f"with layer {layer}")
+            self._batch_input = self._batch_input or {}
+            return
+        groups = {"input": {}}
+        for p in _INPUT:
+            if p.name in arguments:
+                _put(p, arguments[p.name], groups)
+        self._batch_input = groups["input"]
 
     def close(self):
         """Finishes the output (renamed into place, or a dataset's parts and ``_SUCCESS``);
@@ -754,10 +794,10 @@ def stream(command, *, out=None, num_layers=None, **options):
                           groups["output"])
     if num_layers is not None:
         native.set_layers_per_batch(_index(num_layers))
-    return Stream(native, groups["python"].get("as_arrow", False))
+    return Stream(native, groups["python"].get("as_arrow", False), command, options)
 
 
-def capture(model, *, tokenizer=None, modules=None, **streams):
+def capture(model, *, tokenizer=None, modules=None, device_reductions=None, **streams):
     """Streams of a model's attention, taken as each layer computes it (forward hooks).
 
     The model runs without ``output_attentions``, so it never holds every layer; each attention
@@ -788,6 +828,14 @@ def capture(model, *, tokenizer=None, modules=None, **streams):
         One stream each: the options of :func:`stream` (``out`` and the command's own), e.g.
         ``topk=dict(k=10, out="frames/topk/")``. At least one. Rollout keeps one S × S chain
         per batch row, never the layers before.
+    device_reductions : bool | None
+        Where the attention is on a GPU (CUDA), topk (with ``k``) and received reduce each
+        layer there (``attnframes._device``) and only their results, (B, H, Q, k) ranked keys
+        and (B, H, K) sums, are copied to the host; the other streams get the layer through a
+        pinned host copy. Either way a worker thread builds the frames while the model goes
+        on, at most two layers behind (the model waits when it is). The frames are those of
+        the CPU path, byte for byte. Default None: so on a GPU, the plain path on the CPU;
+        False: copies only, also on a GPU; True: reduce with torch on any device.
 
     Returns
     -------
@@ -807,7 +855,7 @@ def capture(model, *, tokenizer=None, modules=None, **streams):
     TypeError
         An unknown stream, or its options not a dict.
     """
-    return Capture(model, tokenizer, modules, streams)
+    return Capture(model, tokenizer, modules, streams, device_reductions)
 
 
 for _command in _COMMANDS:
@@ -842,6 +890,17 @@ _STREAM_STUB = [
     "        layer: int | None = ...,",
     "        step: int | None = ...,",
     "    ) -> None: ...",
+    "    def add_reduced(",
+    "        self,",
+    "        reduced: Any,",
+    "        *,",
+    "        layer: int,",
+    "        step: int | None = ...,",
+    "        tokens: str | os.PathLike[str] | Sequence[str] | Sequence[Sequence[str]] | None = ...,",
+    "        attention_mask: str | os.PathLike[str] | numpy.ndarray | None = ...,",
+    "        padding_mask: str | os.PathLike[str] | numpy.ndarray | None = ...,",
+    "        example_ids: Sequence[str] | None = ...,",
+    "    ) -> None: ...",
     "    def close(self) -> polars.DataFrame | pyarrow.Table | None: ...",
     "    def abort(self) -> None: ...",
     "    def __enter__(self) -> Stream: ...",
@@ -863,6 +922,7 @@ _STREAM_STUB = [
     "    *,",
     "    tokenizer: Any = ...,",
     "    modules: Sequence[Any] | None = ...,",
+    "    device_reductions: bool | None = ...,",
     "    topk: dict[str, Any] = ...,",
     "    received: dict[str, Any] = ...,",
     "    headstats: dict[str, Any] = ...,",

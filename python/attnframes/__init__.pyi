@@ -430,6 +430,17 @@ class Stream:
         layer: int | None = ...,
         step: int | None = ...,
     ) -> None: ...
+    def add_reduced(
+        self,
+        reduced: Any,
+        *,
+        layer: int,
+        step: int | None = ...,
+        tokens: str | os.PathLike[str] | Sequence[str] | Sequence[Sequence[str]] | None = ...,
+        attention_mask: str | os.PathLike[str] | numpy.ndarray | None = ...,
+        padding_mask: str | os.PathLike[str] | numpy.ndarray | None = ...,
+        example_ids: Sequence[str] | None = ...,
+    ) -> None: ...
     def close(self) -> polars.DataFrame | pyarrow.Table | None: ...
     def abort(self) -> None: ...
     def __enter__(self) -> Stream: ...
@@ -451,6 +462,7 @@ def capture(
     *,
     tokenizer: Any = ...,
     modules: Sequence[Any] | None = ...,
+    device_reductions: bool | None = ...,
     topk: dict[str, Any] = ...,
     received: dict[str, Any] = ...,
     headstats: dict[str, Any] = ...,

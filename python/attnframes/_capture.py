@@ -2,8 +2,12 @@
 probabilities to attnframes streams as the layer computes them, and nothing else keeps them."""
 
 import os as _os
+import queue as _queue
+import sys as _sys
+import threading as _threading
 import warnings as _warnings
 
+from . import _device
 from ._finishing import Finishing
 
 _STREAMED = ("topk", "received", "headstats", "rollout")
@@ -25,7 +29,7 @@ class Capture(Finishing):
     in :attr:`results`) and removed, with the hooks, if the block raised.
     """
 
-    def __init__(self, model, tokenizer, modules, streams):
+    def __init__(self, model, tokenizer, modules, streams, device_reductions=None):
         from . import stream  # the package imports this module first
 
         if not streams:
@@ -56,6 +60,10 @@ class Capture(Finishing):
             raise
         self._batch = None
         self._batches = 0
+        self._device_reductions = device_reductions
+        # Test hook: the worker thread also for CPU tensors, without device reductions.
+        self._overlap = False
+        self._pipeline = None
         self.results = {}
         self._handles = []
         for layer, (name, module, index) in enumerate(self._modules):
@@ -121,9 +129,11 @@ class Capture(Finishing):
         try:
             with torch.no_grad():
                 output = self._model(**encoding)
+            self._drain()
             self._check_all_layers_ran()
         except BaseException:
             # The batch's layers so far are dropped; the capture takes the next batch.
+            self._drain(quiet=True)
             for s in self._streams.values():
                 s._native.drop_batch()
             raise
@@ -174,10 +184,12 @@ class Capture(Finishing):
         try:
             with torch.no_grad():
                 output = self._model.generate(**kwargs)
+            self._drain()
             self._check_all_layers_ran()
             for s in self._streams.values():
                 s._native.end_batch()
         except BaseException:
+            self._drain(quiet=True)
             for s in self._streams.values():
                 s._native.drop_batch()
             raise
@@ -235,6 +247,10 @@ class Capture(Finishing):
             if layer != batch["next_layer"]:
                 raise ValueError(f"layer {layer} of batch {self._batches}: {name} ran out of "
                                  f"order: expected layer {batch['next_layer']}")
+            if self._pipelined(weights):
+                self._queue_layer(layer, name, weights, batch)
+                batch["next_layer"] += 1
+                return
             weights = _readable(weights, torch)
             extra = {k: _readable(v, torch) for k, v in extra.items()}
             first = layer == 0
@@ -253,12 +269,104 @@ class Capture(Finishing):
 
         return hook
 
+    def _pipelined(self, weights):
+        """Whether this layer goes through the worker thread: on a GPU, or when asked."""
+        if self._longformer:
+            return False
+        return (weights.device.type == "cuda" or self._device_reductions is True
+                or self._overlap)
+
+    def _queue_layer(self, layer, name, weights, batch):
+        """Reduces the layer where it is for the streams that can take reductions, starts
+        non-blocking copies of what goes to the host, and queues adding it to every stream."""
+        import torch
+
+        q, n = weights.shape[-2:]
+        first = layer == 0
+        meta = dict(tokens=batch["tokens"], attention_mask=batch["attention_mask"],
+                    example_ids=batch["example_ids"]) if first else {}
+        step = batch.get("step")
+        on_gpu = weights.device.type == "cuda"
+        reduce = self._device_reductions is True or (self._device_reductions is None and on_gpu)
+        valid_keys, valid_queries = self._device_masks(batch, weights)
+        jobs, host_layer, non_finite = [], None, None
+        for s in self._streams.values():
+            kind = _reducible(s) if reduce and valid_keys is not False else None
+            if kind is None:
+                if host_layer is None:
+                    host_layer = _to_host(_floating(weights, torch), torch)
+                jobs.append((s, None))
+                continue
+            if kind == "topk":
+                positions, scores = _device.topk(weights, s._options.get("k", 10),
+                                                 valid_keys=valid_keys)
+                red = dict(positions=_to_host(positions, torch), scores=_to_host(scores, torch))
+            else:
+                sums = _device.received_sums(weights, valid_queries=valid_queries)
+                red = dict(sums=_to_host(sums, torch))
+            if non_finite is None and not s._options.get("allow_nan"):
+                index, value = _device.first_non_finite(weights, valid_queries)
+                non_finite = (_to_host(index, torch), _to_host(value, torch))
+            jobs.append((s, red))
+        event = None
+        if on_gpu:
+            event = torch.cuda.Event()
+            event.record()
+
+        def add_layer():
+            if event is not None:
+                event.synchronize()
+            found = None
+            if non_finite is not None and int(non_finite[0]) >= 0:
+                found = (int(non_finite[0]), float(non_finite[1]))
+            for s, red in jobs:
+                try:
+                    if red is not None:
+                        arrays = {k: v.numpy() for k, v in red.items()}
+                        s.add_reduced(_device.Reduced(q, n, **arrays, non_finite=found),
+                                      layer=layer, step=step, **meta)
+                    else:
+                        s.add(host_layer, layer=layer, step=step, **meta)
+                except ValueError as e:
+                    raise ValueError(f"{name}: {e}") from None
+
+        if self._pipeline is None:
+            self._pipeline = _Pipeline()
+        self._pipeline.put(add_layer)
+
+    def _device_masks(self, batch, weights):
+        """(valid keys (B, K), valid queries (B, Q)) as bool tensors on the layer's device, or
+        (None, None) without a mask, or (False, False) when the mask does not fit the layer
+        (then the layer goes to the host, where its error is raised)."""
+        import torch
+
+        mask = batch["attention_mask"]
+        if mask is None:
+            return None, None
+        q, n = weights.shape[-2:]
+        if mask.dim() != 2 or mask.shape[1] != n:
+            return False, False
+        key = (weights.device, batch.get("step"))
+        cached = batch.get("device_mask")
+        if cached is None or cached[0] != key:
+            cached = (key, mask.to(weights.device).ne(0))
+            batch["device_mask"] = cached
+        keys = cached[1]
+        return keys, (keys[:, n - q:] if q <= n else None)
+
+    def _drain(self, quiet=False):
+        """Waits until the worker thread has added every queued layer; raises what it raised
+        (unless ``quiet``)."""
+        if self._pipeline is not None:
+            self._pipeline.drain(quiet)
+
     def close(self):
         """Removes the hooks and finishes every output; returns :attr:`results`, the frames of
         the streams with memory output by stream name."""
         if self._handles is None:
             raise ValueError("this capture is closed")
         self._remove_hooks()
+        self._stop_pipeline()
         for name, s in self._streams.items():
             result = s.close()
             if result is not None:
@@ -268,7 +376,13 @@ class Capture(Finishing):
     def abort(self):
         """Removes the hooks and drops every output unfinished: nothing written is left."""
         self._remove_hooks()
+        self._stop_pipeline(quiet=True)
         self._abort()
+
+    def _stop_pipeline(self, quiet=False):
+        if self._pipeline is not None:
+            pipeline, self._pipeline = self._pipeline, None
+            pipeline.stop(quiet)
 
     def _abort(self):
         for s in self._streams.values():
@@ -278,6 +392,94 @@ class Capture(Finishing):
         for handle in self._handles or ():
             handle.remove()
         self._handles = None
+
+
+class _Pipeline:
+    """One worker thread that adds queued layers to the streams in order, so the model goes on
+    while attnframes builds frames; at most ``depth`` layers wait (``put`` blocks, and so does
+    the model, when they do). The native calls run without the GIL."""
+
+    # While a model's thread runs Python (a forward pass launching GPU kernels), another
+    # thread waits up to the switch interval (5 ms by default) for the GIL each time it comes
+    # back from native code: several times a layer, which starved the worker.
+    SWITCH_INTERVAL_S = 1e-4
+
+    def __init__(self, depth=2):
+        self._queue = _queue.Queue(maxsize=depth)
+        self._error = None
+        self._interval = _sys.getswitchinterval()
+        _sys.setswitchinterval(min(self._interval, self.SWITCH_INTERVAL_S))
+        self._thread = _threading.Thread(target=self._run, name="attnframes-capture",
+                                         daemon=True)
+        self._thread.start()
+
+    def put(self, add_layer):
+        """Queues ``add_layer``; raises first what an earlier one raised."""
+        self._raise_pending()
+        self._queue.put(add_layer)
+
+    def drain(self, quiet=False):
+        self._queue.join()
+        if quiet:
+            self._error = None
+        self._raise_pending()
+
+    def stop(self, quiet=False):
+        self._queue.put(None)
+        self._thread.join()
+        _sys.setswitchinterval(self._interval)
+        if quiet:
+            self._error = None
+        self._raise_pending()
+
+    def _raise_pending(self):
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _run(self):
+        while True:
+            add_layer = self._queue.get()
+            try:
+                if add_layer is None:
+                    return
+                if self._error is None:
+                    add_layer()
+            except BaseException as e:  # raised to the model's thread at its next call
+                self._error = e
+            finally:
+                self._queue.task_done()
+
+
+def _reducible(stream):
+    """'topk' or 'received' when the stream can take a layer reduced on its device, else
+    None (it needs the attention rows)."""
+    o = stream._options
+    if o.get("words"):
+        return None
+    if stream._command == "topk" and not (o.get("all") or o.get("nonzero")):
+        return "topk"
+    if stream._command == "received":
+        return "received"
+    return None
+
+
+def _floating(weights, torch):
+    """Detached, in a dtype attnframes reads (bfloat16 widened to float32 where it is)."""
+    weights = weights.detach()
+    if weights.dtype not in (torch.float16, torch.float32, torch.float64):
+        weights = weights.float()
+    return weights
+
+
+def _to_host(tensor, torch):
+    """``tensor`` on the host: itself when there, else a pinned buffer filled by a
+    non-blocking copy (complete once the layer's event has)."""
+    if tensor.device.type == "cpu":
+        return tensor
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    return host
 
 
 def _readable(weights, torch):

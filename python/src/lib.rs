@@ -164,6 +164,31 @@ fn shared_array(array: &Bound<'_, PyDict>, name: &str) -> PyResult<app::SharedAr
     })
 }
 
+/// A layer reduced on its device (`attnframes._device`): Q, K and its arrays read in place.
+fn reduced_input(d: &Bound<'_, PyDict>) -> PyResult<app::ReducedInput> {
+    let o = Options(d);
+    let array = |key: &str| -> PyResult<Option<app::TensorInput>> {
+        match d.get_item(key)? {
+            Some(a) if !a.is_none() => Ok(Some(app::TensorInput::Array(shared_array(
+                a.cast::<PyDict>()?,
+                key,
+            )?))),
+            _ => Ok(None),
+        }
+    };
+    Ok(app::ReducedInput {
+        queries: o.or("queries", 0)?,
+        keys: o.or("keys", 0)?,
+        positions: array("positions")?,
+        scores: array("scores")?,
+        sums: array("sums")?,
+        non_finite: match o.get::<u64>("non_finite_index")? {
+            Some(at) => Some((at, o.or("non_finite_value", f32::NAN)?)),
+            None => None,
+        },
+    })
+}
+
 fn input_options(d: &Bound<'_, PyDict>) -> PyResult<app::InputOptions> {
     let o = Options(d);
     let attn_array = match d.get_item("attn_array")? {
@@ -204,6 +229,10 @@ fn input_options(d: &Bound<'_, PyDict>) -> PyResult<app::InputOptions> {
             (None, false) => app::QueryPositions::Auto,
         },
         generation_steps: o.or("generation_steps", false)?,
+        reduced: match d.get_item("reduced")? {
+            Some(r) if !r.is_none() => Some(reduced_input(r.cast::<PyDict>()?)?),
+            _ => None,
+        },
         attn_steps: match d.get_item("attn_steps")? {
             Some(list) if !list.is_none() => list
                 .try_iter()?

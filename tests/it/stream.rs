@@ -126,3 +126,68 @@ fn a_layer_out_of_order_or_missing_names_the_layer_and_the_batch() {
         .unwrap_err();
     assert_eq!(e.to_string(), "example_ids: 1 ids for a batch of 2 rows");
 }
+
+/// Writes `values` as an `.npy` of `descr` ('<i8', '<f8') and `shape`.
+fn write_npy_bytes(path: &std::path::Path, descr: &str, shape: &[usize], values: Vec<u8>) {
+    let mut bytes = ingest::npy::header_bytes(descr, shape);
+    bytes.extend(values);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A layer reduced where it was computed (its ranked keys and received sums, made here by a
+/// plain sort and a plain sum) gives the rows of the layer itself.
+#[test]
+fn layers_reduced_on_their_device_give_the_rows_of_the_layers() {
+    use attnframes::app::{ReducedInput, TensorInput};
+    let dir = tempfile::tempdir().unwrap();
+    let saved = batches(dir.path());
+    let k = 3;
+    for command in &commands()[..2] {
+        let out = OutputOptions::default();
+        let mut dense =
+            FrameStream::create(command.clone(), InputOptions::default(), &out).unwrap();
+        let mut reduced =
+            FrameStream::create(command.clone(), InputOptions::default(), &out).unwrap();
+        for (i, (_, layers)) in saved.iter().enumerate() {
+            for (l, layer) in layers.iter().enumerate() {
+                dense.add_layer(file(layer), l as u16, None).unwrap();
+                let t = ingest::TensorFile::open(layer, None).unwrap();
+                let s = t.shape[3];
+                let mut values = vec![0f32; t.len() as usize];
+                t.read_f32(0, &mut values, &mut Vec::new()).unwrap();
+                let (mut positions, mut scores, mut sums) = (vec![], vec![], vec![]);
+                for slab in values.chunks(s * s) {
+                    let mut acc = vec![0f64; s];
+                    for row in slab.chunks(s) {
+                        for (p, x) in super::plain_topk(row, k) {
+                            positions.extend((p as i64).to_le_bytes());
+                            scores.extend(x.to_le_bytes());
+                        }
+                        acc.iter_mut().zip(row).for_each(|(a, &x)| *a += x as f64);
+                    }
+                    sums.extend(acc.iter().flat_map(|a| a.to_le_bytes()));
+                }
+                let name = |what: &str| dir.path().join(format!("r{i}_{l}_{what}.npy"));
+                write_npy_bytes(&name("positions"), "<i8", &[2, 2, s, k], positions);
+                write_npy_bytes(&name("scores"), "<f4", &[2, 2, s, k], scores);
+                write_npy_bytes(&name("sums"), "<f8", &[2, 2, s], sums);
+                let input = InputOptions {
+                    attn: vec!["<reduced layer>".into()],
+                    reduced: Some(ReducedInput {
+                        queries: s,
+                        keys: s,
+                        positions: Some(TensorInput::File(name("positions"))),
+                        scores: Some(TensorInput::File(name("scores"))),
+                        sums: Some(TensorInput::File(name("sums"))),
+                        non_finite: None,
+                    }),
+                    ..Default::default()
+                };
+                reduced.add_layer(input, l as u16, None).unwrap();
+            }
+        }
+        let want = dense.finish().unwrap().into_frame().unwrap();
+        let got = reduced.finish().unwrap().into_frame().unwrap();
+        assert!(got.equals_missing(&want), "{command:?}:\n{got}\n{want}");
+    }
+}

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use frame_sink::TokenDictionary;
 use ingest::{
-    AttentionSource, Dims, GenerationSteps, RowSource, SlabBuffer, SlabId, SourceOptions,
-    TokenSpec, Tokens, WordMerged,
+    AttentionSource, Dims, GenerationSteps, ReducedLayer, RowSource, SlabBuffer, SlabId,
+    SourceOptions, TokenSpec, Tokens, WordMerged,
 };
 use longformer_dense::SlidingWindowAttention;
 use polars::prelude::*;
@@ -25,6 +25,8 @@ pub enum Source {
     Longformer(SlidingWindowAttention),
     /// The steps of one `generate()` call, as the whole generated sequence.
     Steps(GenerationSteps),
+    /// One layer reduced on its device: ranked keys and received sums.
+    Reduced(ReducedLayer),
 }
 
 /// Implements `RowSource` for an enum whose every variant holds a row source, by calling
@@ -73,6 +75,14 @@ macro_rules! delegate_row_source {
             ) -> ingest::Result<()> {
                 match self { $($enum::$variant(s) => s.for_each_sparse_row(slab, buf, f)),+ }
             }
+            fn for_each_ranked_row(
+                &self,
+                slab: SlabId,
+                buf: &mut SlabBuffer,
+                f: impl FnMut(usize, u32, &[u32], &[f32]),
+            ) -> ingest::Result<bool> {
+                match self { $($enum::$variant(s) => s.for_each_ranked_row(slab, buf, f)),+ }
+            }
             fn valid_matrix(&self, slab: SlabId, buf: &mut SlabBuffer) -> ingest::Result<Vec<f32>> {
                 match self { $($enum::$variant(s) => s.valid_matrix(slab, buf)),+ }
             }
@@ -83,7 +93,7 @@ macro_rules! delegate_row_source {
     };
 }
 
-delegate_row_source!(Source, Dense, Longformer, Steps);
+delegate_row_source!(Source, Dense, Longformer, Steps, Reduced);
 
 impl Source {
     /// The input's shapes for the `attnframes` metadata.
@@ -95,6 +105,9 @@ impl Source {
             Source::Longformer(s) => json!({
                 "attn": s.sliding.shape, "global_attn": s.global.as_ref().map(|g| &g.shape), "layout": "LBHQK",
                 "dtype": s.sliding.element.name(), "window": s.w, "global_slots": s.x,
+            }),
+            Source::Reduced(s) => json!({
+                "attn": s.shape(), "layout": "BHQK", "reduced": true, "ranked_k": s.ranked_k(),
             }),
             Source::Steps(s) => json!({
                 "generation_steps": s.tensors().map(|t| &t.shape).collect::<Vec<_>>(),
@@ -236,7 +249,9 @@ pub(crate) fn open_source(a: &InputOptions, progress: &dyn Progress) -> Result<S
         return Err(Error::usage("--input-ids needs --vocab"));
     }
     let opts = source_options(a);
-    let source = if a.generation_steps {
+    let source = if let Some(reduced) = &a.reduced {
+        Source::Reduced(ReducedLayer::open(&opts, reduced)?)
+    } else if a.generation_steps {
         Source::Steps(open_steps(a, &opts)?)
     } else if a.longformer() {
         Source::Longformer(SlidingWindowAttention::open(
@@ -251,7 +266,10 @@ pub(crate) fn open_source(a: &InputOptions, progress: &dyn Progress) -> Result<S
         }
         Source::Dense(src)
     };
-    if let Some(mask) = opts.attention_mask.as_ref().or(opts.padding_mask.as_ref()) {
+    let mask = opts.attention_mask.as_ref().or(opts.padding_mask.as_ref());
+    // A reduced layer has no rows to check the mask against; its device used the mask.
+    let has_rows = !matches!(source, Source::Reduced(_));
+    if let Some(mask) = mask.filter(|_| has_rows) {
         if let Some(problem) = ingest::mask_problem(&source)? {
             let reason = format!("{problem}; {MASK_CONVENTIONS}");
             return Err(ingest::IngestError::invalid(mask.name(), reason).into());

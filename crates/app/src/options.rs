@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 pub use figures::Colormap;
 pub use frame_sink::{Compression, OutputFormat};
-pub use ingest::{QueryPositions, SharedArray, TensorInput, WordFrom};
+pub use ingest::{QueryPositions, ReducedInput, SharedArray, TensorInput, WordFrom};
 pub use rollout::Fuse;
 pub use topk_frames::{Normalize, Reduce};
 
@@ -64,6 +64,9 @@ pub struct InputOptions {
     /// With `generation_steps`: the steps as arrays in memory, each (L, B, H, Q_t, K_t) in
     /// order, read in place instead of `attn`'s files.
     pub attn_steps: Vec<SharedArray>,
+    /// One layer reduced where it was computed (a GPU): its ranked keys and received sums
+    /// instead of its rows; `topk` and `received` read it as they would the layer.
+    pub reduced: Option<ReducedInput>,
     /// Longformer global attentions (L, B, H, S_pad, x): `attn` is then HF's sliding-window
     /// tensor (L, B, H, S, x + w + 1).
     pub global_attn: Option<TensorInput>,

@@ -196,12 +196,25 @@ impl Annotations {
             .iter()
             .position(|v| !v.is_finite())
             .expect("a value is not finite");
-        bail!(
+        Err(non_finite(
             path,
-            "attention contains {} at layer {}, batch {}, head {}, query {}, key {} (use --allow-nan to rank it last)",
-            values[i], s.layer, s.batch, s.head, first_row + i / row_len, i % row_len
-        );
+            s,
+            first_row + i / row_len,
+            i % row_len,
+            values[i],
+        ))
     }
+}
+
+/// The error for a NaN or ±Inf `value` at query position `query`, key `key` of slab `s`.
+pub fn non_finite(path: &Path, s: SlabId, query: usize, key: usize, value: f32) -> IngestError {
+    IngestError::invalid(
+        path,
+        format!(
+            "attention contains {value} at layer {}, batch {}, head {}, query {query}, key {key} (use --allow-nan to rank it last)",
+            s.layer, s.batch, s.head
+        ),
+    )
 }
 
 /// True when no value is NaN or ±Inf; written so that the compiler vectorises it (an early

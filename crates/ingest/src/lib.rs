@@ -18,6 +18,8 @@
 //!   applied once.
 //! - [`GenerationSteps`]: the steps of one `generate()` call (the prompt's square, then one
 //!   query row per new token) as the row source of the whole generated sequence.
+//! - [`ReducedLayer`]: one layer reduced on its device (ranked keys, received sums), as a
+//!   row source that the analyses read as they would the layer.
 //! - [`WordMerged`]: a row source over words instead of subword tokens (`--words`).
 //! - [`summarize`]: what `attnframes inspect` prints.
 //!
@@ -49,6 +51,7 @@ pub mod layout;
 mod names;
 pub mod npy;
 mod pytorch;
+mod reduced;
 mod row_source;
 mod selection;
 mod source;
@@ -65,6 +68,7 @@ pub use inspect::{summarize, HeadRowSums, TensorSummary};
 pub use kernels::{add_row_f64, ln_f32};
 pub use layout::Layout;
 pub use names::natural_cmp;
+pub use reduced::{ReducedInput, ReducedLayer};
 pub use row_source::{key_runs, mask_problem, RowSource};
 pub use selection::parse_selection;
 pub use source::{row_blocks, AttentionSource, Dims, SlabBuffer, SlabId, SourceOptions, TokenSpec};

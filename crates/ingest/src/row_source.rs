@@ -83,6 +83,19 @@ pub trait RowSource: Sync {
         })
     }
 
+    /// When the source holds each row's best keys already ranked (a layer reduced on its
+    /// device: [`ReducedLayer`](crate::ReducedLayer)), calls `f(i, q, positions, scores)` for
+    /// every valid query `q` of slab `s` (the i-th valid one) with its ranked valid keys, best
+    /// first, and returns true; false, calling nothing, for a source of rows.
+    fn for_each_ranked_row(
+        &self,
+        _s: SlabId,
+        _buf: &mut SlabBuffer,
+        _f: impl FnMut(usize, u32, &[u32], &[f32]),
+    ) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Slab `s` as a matrix over its valid queries × valid keys, row-major.
     fn valid_matrix(&self, s: SlabId, buf: &mut SlabBuffer) -> Result<Vec<f32>> {
         let keys = self.valid_keys(s.batch);

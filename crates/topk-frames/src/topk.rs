@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::error::{FrameError, Result};
 use crate::frame::{f32_col, split_by, token_col, u16_col, u32_col};
-use crate::rank::{key_position, select_top, select_top_sparse, Selection};
+use crate::rank::{key_position, rank_key, select_top, select_top_sparse, Selection};
 use crate::scratch::with_scratch;
 
 /// Column names of a topk frame, in order.
@@ -322,14 +322,15 @@ impl<'a, S: RowSource> TopkFrames<'a, S> {
         let per = self.per_query(id.batch);
         let k = self.options.k.unwrap_or(usize::MAX);
         let codes = self.tokens.map(|t| t.row(id.batch));
-        let mut write = |i: usize, q: u32, best: &[u64], score_of: &dyn Fn(u32) -> f32| {
+        // `score_of(j, p)`: the score of the j-th best key, at position p.
+        let mut write = |i: usize, q: u32, best: &[u64], score_of: &dyn Fn(usize, u32) -> f32| {
             let span = i * per..(i + 1) * per;
             r.query_position[span.clone()].fill(q);
             for (j, &key) in best.iter().enumerate() {
                 let p = key_position(key);
                 r.position[span.start + j] = p;
                 r.rank[span.start + j] = j as u32 + 1;
-                r.score[span.start + j] = score_of(p);
+                r.score[span.start + j] = score_of(j, p);
             }
             if let Some(codes) = codes {
                 r.query_token[span.clone()].fill(codes[q as usize]);
@@ -338,17 +339,42 @@ impl<'a, S: RowSource> TopkFrames<'a, S> {
                 }
             }
         };
+        let mut short = None;
+        let ranked = self
+            .src
+            .for_each_ranked_row(id, buf, |i, q, positions, scores| {
+                if positions.len() < per {
+                    short.get_or_insert(positions.len());
+                    return;
+                }
+                sel.best.clear();
+                sel.best.extend(
+                    positions[..per]
+                        .iter()
+                        .zip(scores)
+                        .map(|(&p, &x)| rank_key(x, p)),
+                );
+                write(i, q, &sel.best, &|j, _| scores[j]);
+            })?;
+        if let Some(n) = short {
+            return Err(FrameError::Usage(format!(
+                "-k {per}: the layer came ranked with {n} keys per query"
+            )));
+        }
+        if ranked {
+            return Ok(());
+        }
         if self.src.has_sparse_rows() {
             let valid = self.src.valid_keys(id.batch);
             self.src
                 .for_each_sparse_row(id, buf, |i, q, listed, scores| {
                     select_top_sparse(listed, scores, valid, k, sel);
-                    write(i, q, &sel.best, &|p| sparse_score(listed, scores, p));
+                    write(i, q, &sel.best, &|_, p| sparse_score(listed, scores, p));
                 })?;
         } else {
             self.src.for_each_query_row(id, buf, |i, q, row| {
                 select_top(row, keys, k, sel);
-                write(i, q, &sel.best, &|p| row[p as usize]);
+                write(i, q, &sel.best, &|_, p| row[p as usize]);
             })?;
         }
         Ok(())
