@@ -2,6 +2,7 @@
 
 use ingest::{TensorFile, Tokens};
 use melt_frames::{MeltFrames, StepFrames};
+use polars::prelude::DataFrame;
 use serde_json::json;
 
 use crate::error::{Error, Result};
@@ -64,11 +65,23 @@ pub fn melt(
         json!({"attn": tensor.shape, "dtype": tensor.element.name()}),
         json!({"axes": axes}),
     ));
-    progress.start(frames.progress().1, "values");
     let empty = frames.empty()?;
+    write_chunks(out, &mut frames, MeltFrames::progress, empty, progress)
+}
+
+/// Writes every chunk of `frames` to `out`, with progress in values (`progress_of`: values
+/// written so far and in all), and finishes it (`empty` gives the schema of no rows).
+fn write_chunks<I: Iterator<Item = melt_frames::Result<DataFrame>>>(
+    mut out: MainOutput,
+    frames: &mut I,
+    progress_of: impl Fn(&I) -> (u64, u64),
+    empty: DataFrame,
+    progress: &dyn Progress,
+) -> Result<Frames> {
+    progress.start(progress_of(frames).1, "values");
     while let Some(chunk) = frames.next() {
         out.sink.write(&chunk?)?;
-        advance(progress, frames.progress().0)?;
+        advance(progress, progress_of(frames).0)?;
     }
     let result = out.finish(&empty)?;
     progress.finish();
@@ -102,15 +115,8 @@ fn melt_steps(
         json!({"generation_steps": steps.tensors().map(|t| &t.shape).collect::<Vec<_>>()}),
         json!({"generation_steps": true}),
     ));
-    progress.start(frames.progress().1, "values");
     let empty = frames.empty()?;
-    while let Some(chunk) = frames.next() {
-        out.sink.write(&chunk?)?;
-        advance(progress, frames.progress().0)?;
-    }
-    let result = out.finish(&empty)?;
-    progress.finish();
-    Ok(result)
+    write_chunks(out, &mut frames, StepFrames::progress, empty, progress)
 }
 
 /// Tokens sized by the tensor: one row per `batch` entry (1 without a batch axis), one token
