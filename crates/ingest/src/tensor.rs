@@ -858,6 +858,13 @@ impl TensorFile {
     /// (`scratch` holds the raw bytes).
     pub fn read_f32(&self, first: u64, out: &mut [f32], scratch: &mut Vec<u8>) -> Result<()> {
         let w = self.element.size();
+        if self.element == Element::little(Dtype::F32) && cfg!(target_endian = "little") {
+            // SAFETY: any 4 bytes are a valid f32, and `out` is as long in bytes as the read.
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut u8, out.len() * 4)
+            };
+            return self.read_at(first * 4, bytes);
+        }
         scratch.resize(out.len() * w, 0);
         self.read_at(first * w as u64, scratch)?;
         self.element.floats_to_f32(scratch, out);

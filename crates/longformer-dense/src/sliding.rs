@@ -1,8 +1,8 @@
 use std::path::Path;
 
 use ingest::{
-    mask_positions, row_blocks, Annotations, Dims, Dtype, Element, IngestError, Result, RowSource,
-    SlabBuffer, SlabId, SourceOptions, TensorFile, TensorInput,
+    mask_positions, row_blocks, Annotations, Dims, IngestError, Result, RowSource, SlabBuffer,
+    SlabId, SourceOptions, TensorFile, TensorInput,
 };
 
 /// HF Longformer sliding-window + global attention, read slab by slab as attention rows.
@@ -335,14 +335,6 @@ enum RawRow<'a> {
 }
 
 impl SlidingWindowAttention {
-    /// Whether the sliding tensor may be read in place: little-endian float32, every element
-    /// at a multiple of 4 bytes of a file (a map is then taken where the rows are one region).
-    fn sliding_in_place(&self) -> bool {
-        self.sliding.element == Element::little(Dtype::F32)
-            && self.sliding.file_aligned(4)
-            && cfg!(target_endian = "little")
-    }
-
     /// The window slots `lo..hi` of query `q` that fall inside the sequence.
     fn window(&self, q: usize) -> (usize, usize) {
         let (n, half) = (self.dims.queries, self.w / 2);
@@ -370,36 +362,11 @@ impl SlidingWindowAttention {
                 .check_finite(&global.path, s, 0, x, extra)?;
         }
         let queries = self.valid_queries(s.batch);
-        let (Some(&q0), Some(&q1)) = (queries.first(), queries.last()) else {
-            return Ok(());
-        };
-        let (q0, q1) = (q0 as usize, q1 as usize);
-        let rows_start = (slab * n as u64 + q0 as u64) * width as u64;
+        // Blocks of rows read into one reused buffer (straight into f32 when the file holds
+        // little-endian f32): faster than mapping a slab, whose page faults and unmapping
+        // cost more than the copy, and resident memory stays one block a thread.
         let per_block = ((1 << 16) / width).max(1);
         let extra: &[f32] = extra;
-        let len = (q1 + 1 - q0) * width * 4;
-        let map = match self.sliding_in_place() {
-            true => self.sliding.map(rows_start * 4, len)?,
-            false => None,
-        };
-        if let Some(map) = map {
-            // The slab's rows read in place through a short-lived map: no copy of 4 bytes a
-            // score (a 16k-token LED slab is 67 MB).
-            // SAFETY: the map holds `len` bytes, f32-aligned (`sliding_in_place`), and every
-            // bit pattern is a valid f32.
-            let rows: &[f32] =
-                unsafe { std::slice::from_raw_parts(map.as_ptr() as *const f32, len / 4) };
-            for (run, first, last) in row_blocks(queries, per_block) {
-                let block = &rows[(first - q0) * width..(last + 1 - q0) * width];
-                self.annotations
-                    .check_finite(&self.sliding.path, s, first, width, block)?;
-                for i in run {
-                    let q = queries[i] as usize;
-                    f(i, q, raw_row(globals, extra, rows, q, q0, width));
-                }
-            }
-            return Ok(());
-        }
         for (run, first, last) in row_blocks(queries, per_block) {
             values.resize((last + 1 - first) * width, 0.0);
             self.sliding.read_f32(
