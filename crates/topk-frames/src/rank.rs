@@ -30,6 +30,17 @@ pub fn key_position(key: u64) -> u32 {
     !(key as u32)
 }
 
+/// The score a key was made from, -0.0 read as +0.0; `None` for NaN, whose bits a key does
+/// not keep.
+#[inline(always)]
+pub fn key_score(key: u64) -> Option<f32> {
+    match (key >> 32) as u32 {
+        0 => None,
+        b if b & 0x8000_0000 != 0 => Some(f32::from_bits(b & 0x7fff_ffff)),
+        b => Some(f32::from_bits(!b)),
+    }
+}
+
 /// Reused buffers of [`select_top`]; `best` holds the result.
 #[derive(Debug, Default)]
 pub struct Selection {
@@ -38,7 +49,14 @@ pub struct Selection {
     maxima: Vec<f32>,
 }
 
+/// Entries a candidate check looks at together (one vectorised comparison each).
 const BLOCK: usize = 16;
+
+/// Lanes of [`candidates_by_lane_maxima`] for `k`: four per wanted key, so that the floor
+/// is a high score and few entries beyond the k best reach it.
+fn lanes_for(k: usize) -> usize {
+    (2 * k).next_power_of_two().max(BLOCK)
+}
 
 /// Fills `sel.best` with the keys of the `k` best entries of `row` (restricted to `keys`
 /// when given: the positions to consider, ascending), best first.
@@ -52,21 +70,29 @@ pub fn select_top(row: &[f32], keys: Option<&[u32]>, k: usize, sel: &mut Selecti
     }
     match keys {
         Some(ks) => best.extend(ks.iter().map(|&p| rank_key(row[p as usize], p))),
-        None if k * 4 >= n || row.len() / BLOCK < k => {
+        None if n < 2 * lanes_for(k) => {
             best.extend(row.iter().enumerate().map(|(p, &x)| rank_key(x, p as u32)))
         }
         None => {
-            if !candidates_by_block_maxima(row, k, &mut sel.maxima, best) {
+            if !candidates_by_lane_maxima(row, k, &mut sel.maxima, best) {
                 best.clear();
                 best.extend(row.iter().enumerate().map(|(p, &x)| rank_key(x, p as u32)));
             }
         }
     }
-    if best.len() > k {
-        best.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
-        best.truncate(k);
+    keep_best(best, k);
+}
+
+/// Sorts `keys` best first and keeps `k` of them; a few candidates are sorted whole (an
+/// insertion sort), many are cut to k first.
+fn keep_best(keys: &mut Vec<u64>, k: usize) {
+    const SORTED_WHOLE: usize = 32;
+    if keys.len() > k && keys.len() > SORTED_WHOLE {
+        keys.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+        keys.truncate(k);
     }
-    best.sort_unstable_by(|a, b| b.cmp(a));
+    keys.sort_unstable_by(|a, b| b.cmp(a));
+    keys.truncate(k);
 }
 
 /// [`select_top`] for a sparse row: `keys`/`scores` are its listed entries (keys ascending,
@@ -107,40 +133,124 @@ pub fn select_top_sparse(
         listed.peek() != Some(&&p)
     });
     best.extend(zeros.take(k).map(|&p| rank_key(0.0, p)));
-    if best.len() > k {
-        best.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
-        best.truncate(k);
-    }
-    best.sort_unstable_by(|a, b| b.cmp(a));
+    keep_best(best, k);
 }
 
-/// Two vectorisable passes instead of a heap: the k-th largest of the blocks' maxima is a
-/// score that at least k entries reach, so every entry of the top k is ≥ it. The second
-/// pass keeps the keys of those entries — usually little more than k. Returns false when
-/// fewer than k numbers qualify (a row with NaN), for the caller to rank every entry.
-fn candidates_by_block_maxima(
+/// Two vectorisable passes instead of a heap. Entry i belongs to lane i mod L; the k-th
+/// largest of the L lanes' maxima is a score that at least k entries (of k different lanes)
+/// reach, so every entry of the top k is ≥ it. The maxima are taken column-wise over rows
+/// of L entries (independent lanes, so the compiler vectorises the pass), and the second
+/// pass keeps the keys of the entries ≥ the floor — usually little more than k. Returns
+/// false when fewer than k numbers qualify (a row with NaN), for the caller to rank every
+/// entry.
+fn candidates_by_lane_maxima(
     row: &[f32],
     k: usize,
     maxima: &mut Vec<f32>,
     cand: &mut Vec<u64>,
 ) -> bool {
-    maxima.clear();
-    // `if x > m` skips NaN, so a block of NaN only has the maximum -inf.
-    maxima.extend(row.chunks(BLOCK).map(|b| {
-        b.iter()
-            .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
-    }));
-    let (_, &mut floor, _) = maxima.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-    for (b, block) in row.chunks(BLOCK).enumerate() {
-        if block.iter().fold(false, |hit, &x| hit | (x >= floor)) {
-            for (i, &x) in block.iter().enumerate() {
-                if x >= floor {
-                    cand.push(rank_key(x, (b * BLOCK + i) as u32));
-                }
-            }
+    let floor = match lanes_for(k) {
+        16 => floor_by_lanes::<16>(row, k),
+        32 => floor_by_lanes::<32>(row, k),
+        64 => floor_by_lanes::<64>(row, k),
+        lanes => {
+            lane_maxima_dyn(row, lanes, maxima);
+            *maxima
+                .select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a))
+                .1
+        }
+    };
+    let mut blocks = row.chunks_exact(BLOCK);
+    for (b, block) in (&mut blocks).enumerate() {
+        let block: &[f32; BLOCK] = block.try_into().expect("a block");
+        push_reaching(cand, block, reaching(block, floor), b * BLOCK);
+    }
+    let tail = blocks.remainder();
+    let hits = tail
+        .iter()
+        .enumerate()
+        .fold(0u32, |bits, (i, &x)| bits | (u32::from(x >= floor) << i));
+    push_reaching(cand, tail, hits, row.len() - tail.len());
+    cand.len() >= k
+}
+
+/// The k-th largest of the maxima of `L` lanes (k ≤ L), with fixed-size arrays that the
+/// compiler keeps in vector registers. `if x > m` skips NaN, so a lane of NaN only has the
+/// maximum -inf. The k-th largest maximum is counted, not selected: it is the largest
+/// maximum that at least k maxima reach, and counting is branch-free vector comparisons
+/// where a quickselect mispredicts.
+fn floor_by_lanes<const L: usize>(row: &[f32], k: usize) -> f32 {
+    let mut maxima = [f32::NEG_INFINITY; L];
+    let mut parts = row.chunks_exact(L);
+    for part in &mut parts {
+        for (m, &x) in maxima.iter_mut().zip(part) {
+            *m = if x > *m { x } else { *m };
         }
     }
-    cand.len() >= k
+    for (m, &x) in maxima.iter_mut().zip(parts.remainder()) {
+        *m = if x > *m { x } else { *m };
+    }
+    let mut reached = [0u32; L];
+    for &x in &maxima {
+        for (r, &m) in reached.iter_mut().zip(&maxima) {
+            *r += u32::from(x >= m);
+        }
+    }
+    let k = k as u32;
+    maxima
+        .iter()
+        .zip(&reached)
+        .fold(f32::NEG_INFINITY, |floor, (&m, &r)| {
+            if r >= k && m > floor {
+                m
+            } else {
+                floor
+            }
+        })
+}
+
+/// The lanes' maxima when their number is known only at run time (large k).
+fn lane_maxima_dyn(row: &[f32], lanes: usize, maxima: &mut Vec<f32>) {
+    maxima.clear();
+    maxima.resize(lanes, f32::NEG_INFINITY);
+    for part in row.chunks(lanes) {
+        for (m, &x) in maxima.iter_mut().zip(part) {
+            *m = if x > *m { x } else { *m };
+        }
+    }
+}
+
+/// One bit per entry of `block` that is ≥ `floor` (NaN never is), without a branch per
+/// entry: four SSE comparisons and their sign masks on x86-64.
+#[inline(always)]
+fn reaching(block: &[f32; BLOCK], floor: f32) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_cmpge_ps, _mm_loadu_ps, _mm_movemask_ps, _mm_set1_ps};
+        // SAFETY: SSE is part of x86-64; each load reads 4 of the block's 16 floats.
+        unsafe {
+            let f = _mm_set1_ps(floor);
+            (0..BLOCK / 4).fold(0u32, |bits, i| {
+                let v = _mm_loadu_ps(block.as_ptr().add(4 * i));
+                bits | ((_mm_movemask_ps(_mm_cmpge_ps(v, f)) as u32) << (4 * i))
+            })
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    block
+        .iter()
+        .enumerate()
+        .fold(0u32, |bits, (i, &x)| bits | (u32::from(x >= floor) << i))
+}
+
+/// Pushes the keys of the entries of `block` (starting at position `start`) set in `hits`.
+#[inline(always)]
+fn push_reaching(cand: &mut Vec<u64>, block: &[f32], mut hits: u32, start: usize) {
+    while hits != 0 {
+        let i = hits.trailing_zeros() as usize;
+        cand.push(rank_key(block[i], (start + i) as u32));
+        hits &= hits - 1;
+    }
 }
 
 #[cfg(test)]
@@ -177,6 +287,29 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn lane_floors_are_the_kth_largest_lane_maximum(
+            row in prop::collection::vec(prop_oneof![Just(0.5f32), Just(f32::NAN), -1.0f32..1.0], 1..200),
+            k in 1usize..16,
+        ) {
+            let mut maxima = [f32::NEG_INFINITY; 16];
+            for (i, &x) in row.iter().enumerate() {
+                if x > maxima[i % 16] {
+                    maxima[i % 16] = x;
+                }
+            }
+            maxima.sort_by(|a, b| b.total_cmp(a));
+            prop_assert_eq!(floor_by_lanes::<16>(&row, k), maxima[k - 1]);
+        }
+
+        #[test]
+        fn keys_give_back_their_scores(x in any::<f32>(), p in any::<u32>()) {
+            match key_score(rank_key(x, p)) {
+                Some(y) => prop_assert_eq!(y.to_bits(), (x + 0.0).to_bits()),
+                None => prop_assert!(x.is_nan()),
+            }
+        }
+
         #[test]
         fn sparse_rows_rank_as_their_dense_rows(
             row in prop::collection::vec(prop_oneof![Just(0.0f32), Just(0.0f32), Just(-0.0f32), Just(0.5f32), -1.0f32..1.0, Just(f32::NAN)], 1..300),

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use crate::error::{FrameError, Result};
 use crate::frame::{f32_col, split_by, token_col, u16_col, u32_col};
-use crate::rank::{key_position, rank_key, select_top, select_top_sparse, Selection};
+use crate::rank::{key_position, key_score, rank_key, select_top, select_top_sparse, Selection};
 use crate::scratch::with_scratch;
 
 /// Column names of a topk frame, in order.
@@ -369,7 +369,10 @@ impl<'a, S: RowSource> TopkFrames<'a, S> {
             self.src
                 .for_each_sparse_row(id, buf, |i, q, listed, scores| {
                     select_top_sparse(listed, scores, valid, k, sel);
-                    write(i, q, &sel.best, &|_, p| sparse_score(listed, scores, p));
+                    let best = &sel.best;
+                    write(i, q, best, &|j, p| {
+                        key_score(best[j]).unwrap_or_else(|| sparse_score(listed, scores, p))
+                    });
                 })?;
         } else {
             self.src.for_each_query_row(id, buf, |i, q, row| {
