@@ -159,8 +159,15 @@ fn steps_that_do_not_follow_each_other_are_refused() {
         "{}",
         stderr(&gap)
     );
+    // One array is one step: the prompt alone is a generation, a later step alone is not.
+    let prompt = run(&["topk", "--generation-steps", "--attn", &s(0), "-o", out]);
+    assert!(prompt.status.success(), "{}", stderr(&prompt));
     let not_first = run(&["topk", "--generation-steps", "--attn", &s(1), "-o", out]);
-    assert!(stderr(&not_first).contains("one array holds one step"));
+    assert!(
+        stderr(&not_first).contains("step 0 has 1 query rows over"),
+        "{}",
+        stderr(&not_first)
+    );
     write_npy(
         &d.join("other.npy"),
         &[L, 1, H, 1, P + 1],
@@ -177,6 +184,32 @@ fn steps_that_do_not_follow_each_other_are_refused() {
         out,
     ]);
     assert!(stderr(&batch).contains("step 1 has (L, B, H) = (2, 1, 2), step 0 has (2, 2, 2)"));
+    assert!(
+        stderr(&batch).starts_with(&format!("error: {}: ", other.display())),
+        "the bad step's file is named: {}",
+        stderr(&batch)
+    );
+    // A mask of `out.sequences`' length is one position too long; only then the hint.
+    let mask = |name: &str, rows: usize, len: usize| {
+        let path = d.join(name);
+        write_npy(&path, &[rows, len], &vec![1.0; rows * len]);
+        path.to_str().unwrap().to_string()
+    };
+    let (long, wide) = (mask("long.npy", B, S + 1), mask("wide.npy", B + 1, S));
+    let steps: Vec<String> = (0..=S - P).map(s).collect();
+    let with_mask = |m: &str| {
+        let mut args = vec!["topk", "--generation-steps", "--attn"];
+        args.extend(steps.iter().map(String::as_str));
+        args.extend(["--attention-mask", m, "-o", out]);
+        stderr(&run(&args))
+    };
+    assert!(with_mask(&long).contains("generate()'s last token is never fed back"));
+    let wrong_batch = with_mask(&wide);
+    assert!(
+        wrong_batch.contains("does not match (batch, sequence) = (2, 15)"),
+        "{wrong_batch}"
+    );
+    assert!(!wrong_batch.contains("never fed back"), "{wrong_batch}");
     let offset = run(&[
         "topk",
         "--generation-steps",

@@ -56,6 +56,12 @@ pub(crate) fn pick(
                 "several arrays ({}); name one with --attn-key, or stack the {n} arrays of shape {shape:?} as layers with --attn-key '{pattern}'",
                 listing(names)
             ),
+            // np.savez(*arrays) of different shapes: often the steps of one generate() call.
+            None if names.iter().all(|n| is_positional(n)) => bail!(
+                path,
+                "several arrays ({}); name one with --attn-key (or, for the steps of one generate() call, read them with --generation-steps)",
+                listing(names)
+            ),
             None => bail!(
                 path,
                 "several arrays ({}); name one with --attn-key",
@@ -63,6 +69,12 @@ pub(crate) fn pick(
             ),
         },
     }
+}
+
+/// Whether `name` is one np.savez gives a positional array (`arr_0`, `arr_1`, …).
+fn is_positional(name: &str) -> bool {
+    name.strip_prefix("arr_")
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Names for a message: all of them when few, else the first and last few (natural order).

@@ -273,6 +273,13 @@ fn tensors_of(path: &Path, v: &Value, what: &str) -> Result<(Named, bool)> {
             for (i, item) in s.items.iter().enumerate() {
                 match item {
                     Value::Tensor(t) => out.push((format!("[{i}]"), t.clone())),
+                    // generate()'s attentions: a tuple of steps, each a tuple of layers.
+                    Value::Tuple(_) | Value::List(_) => bail!(
+                        path,
+                        "{what} is a {} whose item {i} is a {}, not a tensor: if it holds the steps of one generate() call (out.attentions), read them with --generation-steps",
+                        v.kind(),
+                        item.kind()
+                    ),
                     other => bail!(
                         path,
                         "{what} is a {} whose item {i} is {}, not a tensor",

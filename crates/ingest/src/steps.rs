@@ -60,13 +60,18 @@ impl GenerationSteps {
         let mut covered = 0;
         for (t, tensor) in tensors.into_iter().enumerate() {
             let (name, at) = (step_name(t, &tensor), tensor.path.clone());
-            let source = AttentionSource::of_tensor(tensor, &bare)?;
+            let source = AttentionSource::of_tensor(tensor, &bare).map_err(|e| match e {
+                IngestError::Invalid { path, reason } => {
+                    IngestError::invalid(path, format!("{name}: {reason}"))
+                }
+                other => other,
+            })?;
             let d = source.dims;
             if let Some(s0) = steps.first() {
                 let d0 = s0.source.dims;
                 if (d.layers, d.batch, d.heads) != (d0.layers, d0.batch, d0.heads) {
                     bail!(
-                        &path,
+                        &at,
                         "{name} has (L, B, H) = ({}, {}, {}), step 0 has ({}, {}, {})",
                         d.layers,
                         d.batch,
@@ -105,7 +110,9 @@ impl GenerationSteps {
         };
         let annotations = Annotations::load(opts, dims, &path).map_err(|e| match e {
             // A mask or token list of `out.sequences`' length holds one position more.
-            IngestError::Invalid { path: p, reason } if p != path && reason.contains(&covered.to_string()) => {
+            IngestError::Invalid { path: p, reason }
+                if p != path && names_number(&reason, covered + 1) =>
+            {
                 IngestError::invalid(p, format!("{reason}; the steps attend over {covered} positions: generate()'s last token is never fed back, so leave it out (sequences[:, :-1])"))
             }
             other => other,
@@ -138,6 +145,12 @@ impl GenerationSteps {
     pub fn tensors(&self) -> impl Iterator<Item = &TensorFile> {
         self.steps.iter().map(|s| &s.source.tensor)
     }
+}
+
+/// Whether `text` holds the number `n` as a whole word ("[2, 12]" holds 12, "112" does not).
+fn names_number(text: &str, n: usize) -> bool {
+    let n = n.to_string();
+    text.split(|c: char| !c.is_ascii_digit()).any(|w| w == n)
 }
 
 /// How messages name step `t`: its index, and its key in a file of several steps.

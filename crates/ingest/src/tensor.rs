@@ -328,13 +328,13 @@ impl TensorFile {
     /// `.safetensors` that the pattern `key` (default `*`, every array) matches, in natural
     /// order (`arr_2` before `arr_10`).
     ///
+    /// An `.npy` or stdin is one array, so one step: a generation of its prompt alone.
+    ///
     /// # Errors
-    /// An `.npy` or stdin (one array is one step), a key that names one array, and every
-    /// error of [`open`](Self::open).
+    /// A key that names one array, and every error of [`open`](Self::open).
     pub fn open_steps(path: &Path, key: Option<&str>) -> Result<Vec<TensorFile>> {
-        let one_array = "one array holds one step: give each step's file (--attn step_0.npy step_1.npy …) or one .pt, .npz or .safetensors holding every step";
         if path.as_os_str() == "-" {
-            bail!(path, "{one_array}");
+            return Ok(vec![Self::open_stdin()?]);
         }
         let (file, len) = open_regular(path)?;
         let container = container_of(path, &file, len)?;
@@ -361,7 +361,7 @@ impl TensorFile {
                     })
                     .collect()
             }
-            _ => bail!(path, "{one_array}"),
+            _ => return Ok(vec![Self::open_npy(path, file, len)?]),
         };
         found
             .into_iter()

@@ -11,10 +11,16 @@ use crate::progress::Progress;
 /// or `-` for stdout), one row at a time; the file appears only when complete.
 ///
 /// # Errors
-/// `Usage` when the input is not Longformer's format (`global_attn` or `sliding_window`);
+/// `Usage` when the input is not Longformer's format (`global_attn` or `sliding_window`) or
+/// is generation steps;
 /// `BadInput`, `Io` as [`topk`](crate::topk).
 pub fn dense(input: &InputOptions, output: &str, progress: &dyn Progress) -> Result<()> {
     no_words(input, "dense")?;
+    if input.generation_steps {
+        return Err(Error::usage(
+            "dense writes Longformer's sliding-window attention as dense rows; --generation-steps is for the commands that analyse attention (topk, received, headstats, melt, ...)",
+        ));
+    }
     if !input.longformer() {
         return Err(Error::usage(
             "dense needs --global-attn or --sliding-window (the HF Longformer sliding-window format)",
