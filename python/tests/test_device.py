@@ -205,4 +205,5 @@ def test_nan_raises_through_the_device_path_as_on_the_cpu(device):
                 cap(x=x)
         messages.append(str(e.value))
     assert messages[0] == messages[1]
-    assert "attention contains NaN at layer 0, batch 0, head 0, query 0, key 1" in messages[0]
+    assert "layer 0 of batch 0: " in messages[0]
+    assert "attention contains NaN at batch 0, head 0, query 0, key 1" in messages[0]

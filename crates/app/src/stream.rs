@@ -453,8 +453,11 @@ impl FrameStream {
         };
         let selected = self.layer_selected(layer)?;
         with_private_dictionaries(|| {
+            // The layer's own source numbers it 0: its messages get the model's index instead.
             let named = |e: Error| match e.kind() {
-                ErrorKind::BadInput => layer_error(layer, at, e),
+                ErrorKind::BadInput => {
+                    layer_error(layer, at, e.to_string().replace(" at layer 0, ", " at "))
+                }
                 _ => e,
             };
             let source = open_source(&input, &Quiet).map_err(named)?;
@@ -510,6 +513,7 @@ impl FrameStream {
                 selected,
                 &mut pending.kept,
             )
+            .map_err(named)
         })
     }
 
