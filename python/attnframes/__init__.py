@@ -58,7 +58,24 @@ def _path(value):
 
 def _paths(value):
     items = value if isinstance(value, (list, tuple)) else [value]
-    return [_os.fspath(v) for v in items]
+    return _fspaths(items, "melt reads generation steps from files: torch.save(out.attentions, "
+                           "'steps.pt') and pass that file")
+
+
+def _fspaths(items, steps_hint="pass generation_steps=True"):
+    """`items` as paths; tensors where paths belong get a TypeError saying what they look like."""
+    try:
+        return [_os.fspath(v) for v in items]
+    except TypeError:
+        first = items[0] if items else None
+        if isinstance(first, (list, tuple)):
+            raise TypeError(f"attn: a sequence of tuples of tensors is generate()'s "
+                            f"out.attentions: {steps_hint}") from None
+        if hasattr(first, "shape"):
+            raise TypeError("attn: a sequence of per-layer tensors (a model's out.attentions): "
+                            "stack them into one (L, B, H, Q, K) array, e.g. "
+                            "torch.stack(out.attentions)") from None
+        raise
 
 
 def _array_or_path(value):
@@ -296,7 +313,7 @@ def _attn_input(attn):
     if _is_array(attn):
         return {"attn_array": _array(attn)}
     items = attn if isinstance(attn, (list, tuple)) else [attn]
-    return {"attn": [_os.fspath(a) for a in items]}
+    return {"attn": _fspaths(items)}
 
 
 def _step_array(step):
@@ -748,6 +765,7 @@ class Stream(Finishing):
         returns the frame for memory output, else None."""
         self._batch_input = None
         self.result = _finish(_native_call(self._native.finish), self._as_arrow)
+        self._closed = True
         return self.result
 
     def abort(self):
@@ -853,7 +871,8 @@ def capture(model, *, tokenizer=None, modules=None, device_reductions=None, **st
         encoder-decoder without ``modules``; a module listed twice; two streams with one
         ``out``; a stream's own options (``k=0``, ``pairs``, ``relevance``).
     TypeError
-        An unknown stream, or its options not a dict.
+        An unknown stream, its options not a dict, or ``device_reductions`` not a bool or
+        None.
     """
     return Capture(model, tokenizer, modules, streams, device_reductions)
 

@@ -43,6 +43,9 @@ class Capture(Finishing):
                 raise TypeError(f"{name}: the stream's options as a dict, e.g. {name}=dict(out="
                                 f"'frames/{name}/'), not {type(options).__name__}")
         _distinct_outputs(streams)
+        if device_reductions not in (None, True, False):
+            raise TypeError(f"device_reductions: True, False or None (on a GPU), not "
+                            f"{device_reductions!r}")
         self._model, self._tokenizer = model, tokenizer
         self._modules = _attention_modules(model, modules)
         self._longformer = all(type(m).__name__ == _LONGFORMER for _, m, _ in self._modules)
@@ -163,7 +166,9 @@ class Capture(Finishing):
         ------
         ValueError
             A stream other than topk (received, headstats and rollout need the whole
-            sequence: run ``cap(**encoding)`` over the generated one); as :meth:`__call__`.
+            sequence: run ``cap(**encoding)`` over the generated one); beam search
+            (``num_beams`` > 1) or any decoding whose batch changes between steps, since a
+            row's attention then does not follow one sequence; as :meth:`__call__`.
         """
         import torch
 
@@ -171,6 +176,12 @@ class Capture(Finishing):
 
         if self._handles is None:
             raise ValueError("this capture is closed")
+        beams = _num_beams(self._model, kwargs)
+        if beams > 1:
+            raise ValueError(f"generate: beam search (num_beams={beams}) reorders its beams at "
+                             "every step, so a row's attention does not follow one sequence: "
+                             "capture greedy or sampled generation (num_beams=1), or run "
+                             "cap(**encoding) over each returned sequence")
         others = [name for name in self._streams if name != "topk"]
         if others:
             raise ValueError(f"generate: only topk ranks each step as it is produced; "
@@ -213,6 +224,11 @@ class Capture(Finishing):
         if ids is not None:
             ids = ids.detach().cpu()
             seen = batch["sequence"]
+            if seen is not None and ids.shape[0] != seen.shape[0]:
+                raise ValueError(f"generate: step {batch['step']} ran {ids.shape[0]} rows after "
+                                 f"{seen.shape[0]}: a decoding whose batch changes between steps "
+                                 "(contrastive search, assisted generation) does not keep one "
+                                 "sequence per row; capture greedy or sampled generation")
             batch["sequence"] = ids if seen is None else torch.cat([seen, ids], dim=1)
             batch["length"] = batch["sequence"].shape[1]
             if self._tokenizer is not None:
@@ -371,6 +387,7 @@ class Capture(Finishing):
             result = s.close()
             if result is not None:
                 self.results[name] = result
+        self._closed = True
         return self.results
 
     def abort(self):
@@ -501,6 +518,15 @@ def _asking_for_attentions(capture):
         return args, dict(kwargs, output_attentions=True)
 
     return hook
+
+
+def _num_beams(model, kwargs):
+    """The beams ``model.generate(**kwargs)`` searches with: its argument, else the
+    generation config's (given, else the model's), else 1."""
+    if kwargs.get("num_beams") is not None:
+        return int(kwargs["num_beams"])
+    config = kwargs.get("generation_config") or getattr(model, "generation_config", None)
+    return int(getattr(config, "num_beams", None) or 1)
 
 
 def _longformer_layer(output, batch):

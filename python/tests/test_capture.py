@@ -382,6 +382,21 @@ def test_generate_ranks_each_step_as_a_forward_pass_over_the_sequence_would(buil
             cap.generate(input_ids=prompt, attention_mask=mask, max_new_tokens=2)
 
 
+def test_generate_refuses_decodings_whose_rows_do_not_follow_one_sequence():
+    torch.manual_seed(0)
+    model = gpt2_lm().eval()
+    prompt = torch.randint(5, 60, (2, 6), generator=torch.Generator().manual_seed(3))
+    with pytest.raises(ValueError, match=r"beam search \(num_beams=2\) reorders its beams"):
+        with af.capture(model, topk=dict(k=3)) as cap:
+            cap.generate(input_ids=prompt, max_new_tokens=3, num_beams=2)
+    config = transformers.GenerationConfig(num_beams=3, max_new_tokens=3)
+    with pytest.raises(ValueError, match=r"num_beams=3"):
+        with af.capture(model, topk=dict(k=3)) as cap:
+            cap.generate(input_ids=prompt, generation_config=config)
+    with pytest.raises(TypeError, match="device_reductions: True, False or None"):
+        af.capture(model, topk=dict(), device_reductions="yes")
+
+
 def test_a_stream_takes_generation_steps():
     rng = np.random.default_rng(8)
     prompt = rng.random((2, 1, 2, 3, 3), dtype=np.float32)
@@ -514,7 +529,7 @@ def test_generation_steps_that_do_not_fit_are_errors(tmp_path):
         return p.stderr.decode().strip()
 
     assert "step 1 has 1 query rows over 8 keys" in error("--attn", each[0], each[2])
-    assert "one array holds one step" in error("--attn", each[1])
+    assert "step 0 has 1 query rows over 7 keys" in error("--attn", each[1])
     assert "names one array, which holds one step" in error("--attn", forms[1][0],
                                                              "--attn-key", "arr_1")
     np.save(tmp_path / "mask.npy", full_mask.numpy())
@@ -523,3 +538,37 @@ def test_generation_steps_that_do_not_fit_are_errors(tmp_path):
     torch.save({"attentions": out.attentions[0]}, tmp_path / "layers.pt")
     assert "entry 'attentions' is a tuple of 4-D tensors, the layers (B, H, Q, K) of one step" \
         in error("--attn", tmp_path / "layers.pt")
+
+
+def test_tensors_where_paths_belong_say_what_they_look_like():
+    layers = tuple(torch.full((1, 2, 3, 3), 1 / 3) for _ in range(2))
+    steps = (layers, tuple(torch.full((1, 2, 1, 4), 0.25) for _ in range(2)))
+    with pytest.raises(TypeError, match=r"out.attentions: pass generation_steps=True"):
+        af.topk(steps, k=1)
+    with pytest.raises(TypeError, match=r"torch.stack\(out.attentions\)"):
+        af.topk(layers, k=1)
+    with pytest.raises(TypeError, match="melt reads generation steps from files"):
+        af.melt(steps, generation_steps=True)
+
+
+def test_a_layers_nan_is_named_by_its_layer_in_the_model():
+    ok = np.full((1, 2, 3, 3), 1 / 3, np.float32)
+    bad = ok.copy()
+    bad[0, 1, 2, 1] = np.nan
+    s = af.stream("topk", k=1, num_layers=2)
+    s.add(ok, layer=0)
+    with pytest.raises(ValueError, match=r"^layer 1 of batch 0: .*attention contains NaN at "
+                                         r"batch 0, head 1, query 2, key 1"):
+        s.add(bad, layer=1)
+
+
+def test_closing_inside_the_block_leaves_the_exit_nothing_to_do():
+    model = gpt2_lm().eval()
+    with af.capture(model, topk=dict(k=2)) as cap:
+        cap(input_ids=torch.tensor([[5, 6, 7]]))
+        results = cap.close()
+    assert results["topk"].height > 0
+    with af.stream("topk", k=1) as s:
+        s.add(np.full((1, 1, 1, 2, 2), 0.5, np.float32))
+        s.close()
+    assert s.result.height == 2
