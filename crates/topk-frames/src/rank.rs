@@ -52,8 +52,9 @@ pub struct Selection {
 /// Entries a candidate check looks at together (one vectorised comparison each).
 const BLOCK: usize = 16;
 
-/// Lanes of [`candidates_by_lane_maxima`] for `k`: four per wanted key, so that the floor
-/// is a high score and few entries beyond the k best reach it.
+/// Lanes of [`candidates_by_lane_maxima`] for `k`: two to four per wanted key, so that the
+/// floor is a high score and few entries beyond the k best reach it (on led16k, more lanes
+/// cost more in finding the floor than they save in candidates).
 fn lanes_for(k: usize) -> usize {
     (2 * k).next_power_of_two().max(BLOCK)
 }
