@@ -150,6 +150,29 @@ fn candidates_by_lane_maxima(
     maxima: &mut Vec<f32>,
     cand: &mut Vec<u64>,
 ) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { candidates_avx2(row, k, maxima, cand) };
+    }
+    candidates(row, k, maxima, cand)
+}
+
+/// [`candidates`] compiled for AVX2: eight lanes a comparison instead of four, the same
+/// results (maxima and comparisons are exact).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn candidates_avx2(
+    row: &[f32],
+    k: usize,
+    maxima: &mut Vec<f32>,
+    cand: &mut Vec<u64>,
+) -> bool {
+    candidates(row, k, maxima, cand)
+}
+
+#[inline(always)]
+fn candidates(row: &[f32], k: usize, maxima: &mut Vec<f32>, cand: &mut Vec<u64>) -> bool {
     let floor = match lanes_for(k) {
         16 => floor_by_lanes::<16>(row, k),
         32 => floor_by_lanes::<32>(row, k),
@@ -180,6 +203,7 @@ fn candidates_by_lane_maxima(
 /// maximum -inf. The k-th largest maximum is counted, not selected: it is the largest
 /// maximum that at least k maxima reach, and counting is branch-free vector comparisons
 /// where a quickselect mispredicts.
+#[inline(always)]
 fn floor_by_lanes<const L: usize>(row: &[f32], k: usize) -> f32 {
     let mut maxima = [f32::NEG_INFINITY; L];
     let mut parts = row.chunks_exact(L);
@@ -211,6 +235,7 @@ fn floor_by_lanes<const L: usize>(row: &[f32], k: usize) -> f32 {
 }
 
 /// The lanes' maxima when their number is known only at run time (large k).
+#[inline(always)]
 fn lane_maxima_dyn(row: &[f32], lanes: usize, maxima: &mut Vec<f32>) {
     maxima.clear();
     maxima.resize(lanes, f32::NEG_INFINITY);
