@@ -296,3 +296,23 @@ fn dataset_mistakes_are_one_line() {
         assert!(!d.path().join("o").exists() && !d.path().join("o.parquet").exists());
     }
 }
+
+#[test]
+fn a_failed_dataset_removes_the_parents_it_created() {
+    let d = tempfile::tempdir().unwrap();
+    let (ok, bad) = (d.path().join("ok.npy"), d.path().join("bad.npy"));
+    write_npy(&ok, &[1, 1, 1, 2, 2], &[0.5; 4]);
+    write_npy(&bad, &[1, 1, 1, 2, 2], &[0.5, f32::NAN, 0.5, 0.5]);
+    let out = d.path().join("made/deep/o/");
+    let o = run(&[
+        "topk",
+        "--attn",
+        ok.to_str().unwrap(),
+        bad.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("contains NaN"), "{}", stderr(&o));
+    assert!(!d.path().join("made").exists(), "made/ is left behind");
+}

@@ -121,11 +121,7 @@ impl DatasetSink {
         if dir.exists() && !dir.is_dir() {
             return Err(bad("exists and is not a directory".into()));
         }
-        let mut created = Vec::new();
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| bad(format!("cannot create ({e})")))?;
-            created.push(dir.to_path_buf());
-        }
+        let created = create_dirs(dir).map_err(|e| bad(format!("cannot create ({e})")))?;
         match &options.shard {
             None => {
                 if let Some(other) = foreign_entry(dir).map_err(|e| bad(e.to_string()))? {
@@ -302,13 +298,11 @@ impl DatasetSink {
                 let path = p.folder.join(format!("part-{:05}.parquet", p.next_number));
                 p.next_number += stride;
                 p.part_rows = 0;
-                if !p.folder.exists() {
-                    std::fs::create_dir_all(&p.folder).map_err(|e| SinkError::Output {
-                        path: p.folder.clone(),
-                        reason: format!("cannot create ({e})"),
-                    })?;
-                    self.created.push(p.folder.clone());
-                }
+                let made = create_dirs(&p.folder).map_err(|e| SinkError::Output {
+                    path: p.folder.clone(),
+                    reason: format!("cannot create ({e})"),
+                })?;
+                self.created.extend(made);
                 let target = OutputTarget {
                     path: Some(path),
                     format: OutputFormat::Parquet,
@@ -479,6 +473,19 @@ fn write_marker(dir: &Path, name: &str, text: &str) -> std::io::Result<()> {
     let temp = dir.join(format!(".{name}.attnframes-{}.tmp", std::process::id()));
     std::fs::write(&temp, text)?;
     std::fs::rename(&temp, dir.join(name))
+}
+
+/// Creates `dir` and its missing parents; returns those it created, outermost first, so that
+/// removing them in reverse (when empty) leaves the tree as it was.
+fn create_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut missing: Vec<PathBuf> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    missing.reverse();
+    std::fs::create_dir_all(dir)?;
+    Ok(missing)
 }
 
 #[cfg(test)]
