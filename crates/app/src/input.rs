@@ -71,7 +71,7 @@ macro_rules! delegate_row_source {
                 &self,
                 slab: SlabId,
                 buf: &mut SlabBuffer,
-                f: impl FnMut(usize, u32, &[u32], &[f32]),
+                f: impl FnMut(usize, u32, ingest::SparseRow<'_>),
             ) -> ingest::Result<()> {
                 match self { $($enum::$variant(s) => s.for_each_sparse_row(slab, buf, f)),+ }
             }

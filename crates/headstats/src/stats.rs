@@ -236,20 +236,6 @@ fn zero_entry_entropy(floor: f32) -> f64 {
     -(floor * ingest::ln_f32(floor)) as f64
 }
 
-/// The sum of a sparse row's scores at `wanted` (ascending keys): a merge of two sorted lists.
-fn sparse_sum_at(keys: &[u32], scores: &[f32], wanted: &[u32]) -> f64 {
-    let (mut j, mut sum) = (0, 0f64);
-    for &w in wanted {
-        while j < keys.len() && keys[j] < w {
-            j += 1;
-        }
-        if j < keys.len() && keys[j] == w {
-            sum += scores[j] as f64;
-        }
-    }
-    sum
-}
-
 /// [`one_head`] on sparse rows (Longformer's window): every statistic in O(entries) a row,
 /// the n − m unlisted keys of a row (score 0) entering in closed form — m entries of the
 /// smoothed entropy floor each, nothing in the sums, 0 in the maximum.
@@ -270,17 +256,12 @@ fn one_head_sparse(
         max: f64::NAN,
         ..Default::default()
     };
-    src.for_each_sparse_row(id, buf, |i, q, keys, scores| {
-        let m = keys.len();
-        let at = |p: i64| {
-            u32::try_from(p)
-                .ok()
-                .and_then(|p| keys.binary_search(&p).ok())
-                .map_or(0.0, |j| scores[j] as f64)
-        };
+    let (mut keys, mut scores) = (Vec::new(), Vec::new());
+    src.for_each_sparse_row(id, buf, |i, q, row| {
+        let m = row.len();
+        let at = |p: i64| u32::try_from(p).map_or(0.0, |p| row.score_at(p) as f64);
         let seen = valid.partition_point(|&k| k <= q);
-        let listed_seen = keys.partition_point(|&k| k <= q);
-        if s.causal && scores[listed_seen..].iter().any(|&a| a != 0.0) {
+        if s.causal && row.scores_above(q).any(|a| a != 0.0) {
             s.causal = false;
         }
         // Runs of consecutive keys (a window, a global key) go through the dense kernel.
@@ -288,17 +269,19 @@ fn one_head_sparse(
             max: f32::NAN,
             ..Default::default()
         };
-        for run in ingest::key_runs(keys) {
-            let k0 = keys[run.start];
-            let part = kernel::row_sums(&scores[run.clone()], Some(k0), q, SMOOTH_SCALE, floor);
-            sums.entropy += part.entropy;
-            sums.total += part.total;
-            sums.distance += part.distance;
-            sums.max = sums.max.max(part.max);
-            ingest::add_row_f64(&mut col[k0 as usize..k0 as usize + run.len()], &scores[run]);
+        for (k0, part) in row.runs() {
+            let run = kernel::row_sums(part, Some(k0), q, SMOOTH_SCALE, floor);
+            sums.entropy += run.entropy;
+            sums.total += run.total;
+            sums.distance += run.distance;
+            sums.max = sums.max.max(run.max);
+            ingest::add_row_f64(&mut col[k0 as usize..k0 as usize + part.len()], part);
         }
         s.add_entropy(i, sums.entropy + (n - m) as f64 * zero_entropy, n);
         if s.causal {
+            // Every listed key after q scores 0: the row's entries up to q, as one list.
+            row.flatten_into(&mut keys, &mut scores);
+            let listed_seen = row.listed_up_to(q);
             let floor_c = SMOOTH_MASS / seen.max(1) as f32;
             let hc = kernel::row_sums(&scores[..listed_seen], None, q, SMOOTH_SCALE, floor_c)
                 .entropy
@@ -309,9 +292,7 @@ fn one_head_sparse(
         let row_max = if m < n { sums.max.max(0.0) } else { sums.max };
         s.max = s.max.max(row_max as f64);
         s.distance += sums.distance;
-        s.add_masses(bk, i, q, valid.first(), at, |wanted| {
-            sparse_sum_at(keys, scores, wanted)
-        });
+        s.add_masses(bk, i, q, valid.first(), at, |wanted| row.sum_at(wanted));
     })?;
     Ok(finish(id, &s, valid, &col, bk, sink_threshold))
 }

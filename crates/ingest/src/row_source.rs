@@ -3,6 +3,7 @@
 use crate::annotations::Annotations;
 use crate::error::Result;
 use crate::source::{Dims, SlabBuffer, SlabId};
+use crate::sparse_row::SparseRow;
 use crate::tokens::Tokens;
 
 /// Attention rows, slab by slab: for each selected (batch, layer, head) in canonical order,
@@ -55,17 +56,17 @@ pub trait RowSource: Sync {
         false
     }
 
-    /// Calls `f(i, q, keys, scores)` for every valid query `q` of slab `s` (the i-th valid
-    /// one), in ascending order: entries of the row at valid keys, keys ascending, with masks
-    /// and head importance applied as in [`for_each_query_row`](Self::for_each_query_row).
-    /// Every entry that is not 0 (NaN included) is listed; every valid key not listed scores
-    /// 0 (a listed entry may be 0 too). The default gathers the entries that are not 0 from
-    /// the dense rows.
+    /// Calls `f(i, q, row)` for every valid query `q` of slab `s` (the i-th valid one), in
+    /// ascending order: the row's entries at valid keys, keys ascending, with masks and head
+    /// importance applied as in [`for_each_query_row`](Self::for_each_query_row). Every entry
+    /// that is not 0 (NaN included) is listed; every valid key not listed scores 0 (a listed
+    /// entry may be 0 too). The default gathers the entries that are not 0 from the dense
+    /// rows.
     fn for_each_sparse_row(
         &self,
         s: SlabId,
         buf: &mut SlabBuffer,
-        mut f: impl FnMut(usize, u32, &[u32], &[f32]),
+        mut f: impl FnMut(usize, u32, SparseRow<'_>),
     ) -> Result<()> {
         let valid = self.valid_keys(s.batch);
         let (mut keys, mut scores) = (Vec::new(), Vec::new());
@@ -79,7 +80,7 @@ pub trait RowSource: Sync {
                     scores.push(a);
                 }
             }
-            f(i, q, &keys, &scores)
+            f(i, q, SparseRow::listed(&keys, &scores))
         })
     }
 
@@ -112,10 +113,10 @@ pub trait RowSource: Sync {
         let mut acc = vec![0f64; self.dims().keys];
         if self.has_sparse_rows() {
             // Unlisted keys add 0, so the sums are those of the dense rows, in row order.
-            self.for_each_sparse_row(s, buf, |_, _, keys, scores| {
-                for run in key_runs(keys) {
-                    let first = keys[run.start] as usize;
-                    crate::add_row_f64(&mut acc[first..first + run.len()], &scores[run]);
+            self.for_each_sparse_row(s, buf, |_, _, row| {
+                for (first, scores) in row.runs() {
+                    let first = first as usize;
+                    crate::add_row_f64(&mut acc[first..first + scores.len()], scores);
                 }
             })?;
         } else {
@@ -176,31 +177,4 @@ pub fn mask_problem(src: &impl RowSource) -> Result<Option<String>> {
     Ok((checked > 0).then(|| {
         "the mask looks inverted: the positions it keeps receive no attention while those it drops do".to_string()
     }))
-}
-
-/// The runs of consecutive keys in `keys` (ascending, distinct) as index ranges, last run
-/// first. A run ending at `end` starts at the smallest j with keys[end−1] − keys[j] = end−1−j,
-/// a condition that holds from some j on, so each run costs one binary search: a Longformer
-/// row (a window and a few global keys) is a handful of runs of O(log m) each.
-pub fn key_runs(keys: &[u32]) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
-    let mut end = keys.len();
-    std::iter::from_fn(move || {
-        if end == 0 {
-            return None;
-        }
-        let last = keys[end - 1] as usize;
-        let contiguous_from = |j: usize| last - keys[j] as usize == end - 1 - j;
-        let (mut lo, mut hi) = (0, end - 1);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if contiguous_from(mid) {
-                hi = mid;
-            } else {
-                lo = mid + 1;
-            }
-        }
-        let run = lo..end;
-        end = lo;
-        Some(run)
-    })
 }

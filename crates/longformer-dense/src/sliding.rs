@@ -2,7 +2,7 @@ use std::path::Path;
 
 use ingest::{
     mask_positions, row_blocks, Annotations, Dims, IngestError, Result, RowSource, SlabBuffer,
-    SlabId, SourceOptions, TensorFile, TensorInput,
+    SlabId, SourceOptions, SparseRow, TensorFile, TensorInput,
 };
 
 /// HF Longformer sliding-window + global attention, read slab by slab as attention rows.
@@ -21,8 +21,6 @@ pub struct SlidingWindowAttention {
     globals: Vec<Vec<u32>>,
     /// Per batch row: whether each position is a valid key.
     key_valid: Vec<Vec<bool>>,
-    /// 0, 1, …, S − 1: the keys of a window, copied in one piece.
-    positions: Vec<u32>,
     pub annotations: Annotations,
 }
 
@@ -146,7 +144,6 @@ impl SlidingWindowAttention {
             global_len,
             globals,
             key_valid,
-            positions: (0..s as u32).collect(),
             annotations,
         })
     }
@@ -236,19 +233,21 @@ impl RowSource for SlidingWindowAttention {
         })
     }
 
-    /// The window and the global slots merged in key order, O(x + w) a row, the window
-    /// copied in one piece when no global key or padding falls inside it: the same sums, in
-    /// the same order, as the dense row of [`for_each_query_row`](Self::for_each_query_row).
+    /// The window and the global slots in key order, O(x + w) a row. When no global key or
+    /// padding falls inside the window and no head importance scales it, the row is lent as
+    /// stored — the global slots before the window, the window, the global slots after it —
+    /// without a copy; otherwise its entries are merged into a list. The same sums, in the
+    /// same order, as the dense row of [`for_each_query_row`](Self::for_each_query_row).
     fn for_each_sparse_row(
         &self,
         s: SlabId,
         buf: &mut SlabBuffer,
-        mut f: impl FnMut(usize, u32, &[u32], &[f32]),
+        mut f: impl FnMut(usize, u32, SparseRow<'_>),
     ) -> Result<()> {
         let (n, x, half) = (self.dims.queries, self.x, self.w / 2);
         let globals = &self.globals[s.batch as usize];
         let is_key = &self.key_valid[s.batch as usize];
-        let all_keys = self.valid_keys(s.batch).len() == n;
+        let lent = self.valid_keys(s.batch).len() == n && !self.annotations.has_head_importance();
         let SlabBuffer {
             bytes,
             values,
@@ -281,24 +280,30 @@ impl RowSource for SlidingWindowAttention {
                     let (first, end) = (q + lo - half, q + hi - half);
                     let before = globals.partition_point(|&g| (g as usize) < first);
                     let inside = globals.partition_point(|&g| (g as usize) < end);
+                    let window = &local[x + lo..x + hi];
+                    if lent && before == inside {
+                        let row = SparseRow {
+                            before_keys: &globals[..before],
+                            before_scores: &local[..before],
+                            run_start: first as u32,
+                            run: window,
+                            after_keys: &globals[inside..],
+                            after_scores: &local[inside..globals.len()],
+                        };
+                        return f(i, q as u32, row);
+                    }
                     for (t, &g) in globals.iter().enumerate().take(before) {
                         push(keys, scores, g as usize, 0.0 + local[t]);
                     }
-                    let window = &local[x + lo..x + hi];
-                    if all_keys && before == inside {
-                        keys.extend_from_slice(&self.positions[first..end]);
-                        scores.extend(window.iter().map(|&v| 0.0 + v));
-                    } else {
-                        let mut t = before;
-                        for (c, &w) in window.iter().enumerate() {
-                            let k = first + c;
-                            let mut v = 0.0 + w;
-                            if t < inside && globals[t] as usize == k {
-                                v += local[t];
-                                t += 1;
-                            }
-                            push(keys, scores, k, v);
+                    let mut t = before;
+                    for (c, &w) in window.iter().enumerate() {
+                        let k = first + c;
+                        let mut v = 0.0 + w;
+                        if t < inside && globals[t] as usize == k {
+                            v += local[t];
+                            t += 1;
                         }
+                        push(keys, scores, k, v);
                     }
                     for (t, &g) in globals.iter().enumerate().skip(inside) {
                         push(keys, scores, g as usize, 0.0 + local[t]);
@@ -306,7 +311,7 @@ impl RowSource for SlidingWindowAttention {
                 }
             }
             self.annotations.scale(s, scores);
-            f(i, q as u32, keys, scores);
+            f(i, q as u32, SparseRow::listed(keys, scores));
         })
     }
 }

@@ -4,6 +4,8 @@
 //! ranking order: higher score first, ties (equal f32, with -0.0 = +0.0) to the lower
 //! position, NaN after every number. Sorting or selecting on these keys needs no fix-up.
 
+use ingest::SparseRow;
+
 /// Order-preserving map of an f32 to u32 (NaN lowest, -0.0 equal to +0.0).
 #[inline(always)]
 pub fn order_bits(x: f32) -> u32 {
@@ -47,6 +49,9 @@ pub struct Selection {
     /// Keys of the k best entries, best first.
     pub best: Vec<u64>,
     maxima: Vec<f32>,
+    /// A lent sparse row copied into a list, when it must be.
+    listed_keys: Vec<u32>,
+    listed_scores: Vec<f32>,
 }
 
 /// Entries a candidate check looks at together (one vectorised comparison each).
@@ -71,17 +76,31 @@ pub fn select_top(row: &[f32], keys: Option<&[u32]>, k: usize, sel: &mut Selecti
     }
     match keys {
         Some(ks) => best.extend(ks.iter().map(|&p| rank_key(row[p as usize], p))),
-        None if n < 2 * lanes_for(k) => {
-            best.extend(row.iter().enumerate().map(|(p, &x)| rank_key(x, p as u32)))
-        }
         None => {
-            if !candidates_by_lane_maxima(row, k, &mut sel.maxima, best) {
+            if !push_candidates(row, 0, k, &mut sel.maxima, best) {
                 best.clear();
                 best.extend(row.iter().enumerate().map(|(p, &x)| rank_key(x, p as u32)));
             }
         }
     }
     keep_best(best, k);
+}
+
+/// Pushes onto `cand` the keys of the entries of `row` (at positions `offset + i`) that can
+/// be among its k best: every entry of a short row, else those that reach the lane-maxima
+/// floor. False when fewer than k qualify (a row with NaN), some pushed already.
+fn push_candidates(
+    row: &[f32],
+    offset: u32,
+    k: usize,
+    maxima: &mut Vec<f32>,
+    cand: &mut Vec<u64>,
+) -> bool {
+    if row.len() < 2 * lanes_for(k) {
+        cand.extend((offset..).zip(row).map(|(p, &x)| rank_key(x, p)));
+        return true;
+    }
+    candidates_by_lane_maxima(row, offset, k, maxima, cand)
 }
 
 /// Sorts `keys` best first and keeps `k` of them; a few candidates are sorted whole (an
@@ -137,15 +156,51 @@ pub fn select_top_sparse(
     keep_best(best, k);
 }
 
+/// [`select_top_sparse`] for a row as a source lends it: when its run holds k positive
+/// entries, the candidates are the run's entries that reach the lane-maxima floor (as in
+/// [`select_top`]) and the few listed entries around it, and nothing is copied; otherwise
+/// (a short run, NaN, fewer than k positive scores) the row is listed and ranked whole.
+pub fn select_top_sparse_row(row: SparseRow<'_>, valid: &[u32], k: usize, sel: &mut Selection) {
+    let k = k.min(valid.len());
+    if k > 0 && row.run.len() >= k {
+        let best = &mut sel.best;
+        best.clear();
+        if push_candidates(row.run, row.run_start, k, &mut sel.maxima, best) {
+            let around = [
+                (row.before_keys, row.before_scores),
+                (row.after_keys, row.after_scores),
+            ];
+            for (keys, scores) in around {
+                best.extend(keys.iter().zip(scores).map(|(&p, &x)| rank_key(x, p)));
+            }
+            keep_best(best, k);
+            if key_score(best[k - 1]).is_some_and(|x| x > 0.0) {
+                return;
+            }
+        }
+    }
+    if row.run.is_empty() && row.before_keys.is_empty() {
+        return select_top_sparse(row.after_keys, row.after_scores, valid, k, sel);
+    }
+    let (mut keys, mut scores) = (
+        std::mem::take(&mut sel.listed_keys),
+        std::mem::take(&mut sel.listed_scores),
+    );
+    row.flatten_into(&mut keys, &mut scores);
+    select_top_sparse(&keys, &scores, valid, k, sel);
+    (sel.listed_keys, sel.listed_scores) = (keys, scores);
+}
+
 /// Two vectorisable passes instead of a heap. Entry i belongs to lane i mod L; the k-th
 /// largest of the L lanes' maxima is a score that at least k entries (of k different lanes)
 /// reach, so every entry of the top k is ≥ it. The maxima are taken column-wise over rows
 /// of L entries (independent lanes, so the compiler vectorises the pass), and the second
-/// pass keeps the keys of the entries ≥ the floor — usually little more than k. Returns
-/// false when fewer than k numbers qualify (a row with NaN), for the caller to rank every
-/// entry.
+/// pass keeps the keys of the entries ≥ the floor (entry i at position `offset + i`) —
+/// usually little more than k. Returns false when fewer than k numbers qualify (a row with
+/// NaN), for the caller to rank every entry.
 fn candidates_by_lane_maxima(
     row: &[f32],
+    offset: u32,
     k: usize,
     maxima: &mut Vec<f32>,
     cand: &mut Vec<u64>,
@@ -153,9 +208,9 @@ fn candidates_by_lane_maxima(
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { candidates_avx2(row, k, maxima, cand) };
+        return unsafe { candidates_avx2(row, offset, k, maxima, cand) };
     }
-    candidates(row, k, maxima, cand)
+    candidates(row, offset, k, maxima, cand)
 }
 
 /// [`candidates`] compiled for AVX2: eight lanes a comparison instead of four, the same
@@ -164,16 +219,53 @@ fn candidates_by_lane_maxima(
 #[target_feature(enable = "avx2")]
 unsafe fn candidates_avx2(
     row: &[f32],
+    offset: u32,
     k: usize,
     maxima: &mut Vec<f32>,
     cand: &mut Vec<u64>,
 ) -> bool {
-    candidates(row, k, maxima, cand)
+    candidates(row, offset, k, maxima, cand)
 }
 
 #[inline(always)]
-fn candidates(row: &[f32], k: usize, maxima: &mut Vec<f32>, cand: &mut Vec<u64>) -> bool {
-    let floor = match lanes_for(k) {
+fn candidates(
+    row: &[f32],
+    offset: u32,
+    k: usize,
+    maxima: &mut Vec<f32>,
+    cand: &mut Vec<u64>,
+) -> bool {
+    let start = cand.len();
+    let floor = lane_floor(row, k, maxima);
+    let mut blocks = row.chunks_exact(BLOCK);
+    for (b, block) in (&mut blocks).enumerate() {
+        let block: &[f32; BLOCK] = block.try_into().expect("a block");
+        push_reaching(
+            cand,
+            block,
+            reaching(block, floor),
+            offset as usize + b * BLOCK,
+        );
+    }
+    push_tail(cand, blocks.remainder(), floor, offset as usize + row.len());
+    cand.len() - start >= k
+}
+
+/// Pushes the keys of the entries of `tail` (the last ones of a row that ends before
+/// position `end`) that reach `floor`.
+#[inline(always)]
+fn push_tail(cand: &mut Vec<u64>, tail: &[f32], floor: f32, end: usize) {
+    let hits = tail
+        .iter()
+        .enumerate()
+        .fold(0u32, |bits, (i, &x)| bits | (u32::from(x >= floor) << i));
+    push_reaching(cand, tail, hits, end - tail.len());
+}
+
+/// The k-th largest of the maxima of [`lanes_for`]`(k)` lanes of `row`.
+#[inline(always)]
+fn lane_floor(row: &[f32], k: usize, maxima: &mut Vec<f32>) -> f32 {
+    match lanes_for(k) {
         16 => floor_by_lanes::<16>(row, k),
         32 => floor_by_lanes::<32>(row, k),
         64 => floor_by_lanes::<64>(row, k),
@@ -183,19 +275,7 @@ fn candidates(row: &[f32], k: usize, maxima: &mut Vec<f32>, cand: &mut Vec<u64>)
                 .select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a))
                 .1
         }
-    };
-    let mut blocks = row.chunks_exact(BLOCK);
-    for (b, block) in (&mut blocks).enumerate() {
-        let block: &[f32; BLOCK] = block.try_into().expect("a block");
-        push_reaching(cand, block, reaching(block, floor), b * BLOCK);
     }
-    let tail = blocks.remainder();
-    let hits = tail
-        .iter()
-        .enumerate()
-        .fold(0u32, |bits, (i, &x)| bits | (u32::from(x >= floor) << i));
-    push_reaching(cand, tail, hits, row.len() - tail.len());
-    cand.len() >= k
 }
 
 /// The k-th largest of the maxima of `L` lanes (k ≤ L), with fixed-size arrays that the

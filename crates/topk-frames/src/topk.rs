@@ -7,7 +7,10 @@ use rayon::prelude::*;
 
 use crate::error::{FrameError, Result};
 use crate::frame::{f32_col, split_by, token_col, u16_col, u32_col};
-use crate::rank::{key_position, key_score, rank_key, select_top, select_top_sparse, Selection};
+use crate::rank::{
+    key_position, key_score, rank_key, select_top, select_top_sparse, select_top_sparse_row,
+    Selection,
+};
 use crate::scratch::with_scratch;
 
 /// Column names of a topk frame, in order.
@@ -288,19 +291,18 @@ impl<'a, S: RowSource> TopkFrames<'a, S> {
         };
         if self.src.has_sparse_rows() {
             let mut scores = Vec::new();
-            self.src
-                .for_each_sparse_row(id, buf, |_, q, listed, values| {
-                    positive.clear();
-                    scores.clear();
-                    for (&p, &x) in listed.iter().zip(values) {
-                        if x > 0.0 {
-                            positive.push(p);
-                            scores.push(x);
-                        }
+            self.src.for_each_sparse_row(id, buf, |_, q, row| {
+                positive.clear();
+                scores.clear();
+                for (p, x) in row.entries() {
+                    if x > 0.0 {
+                        positive.push(p);
+                        scores.push(x);
                     }
-                    select_top_sparse(positive, &scores, positive, k, sel);
-                    push(q, &sel.best, &|p| sparse_score(positive, &scores, p));
-                })?;
+                }
+                select_top_sparse(positive, &scores, positive, k, sel);
+                push(q, &sel.best, &|p| sparse_score(positive, &scores, p));
+            })?;
         } else {
             self.src.for_each_query_row(id, buf, |_, q, row| {
                 positive.clear();
@@ -366,14 +368,13 @@ impl<'a, S: RowSource> TopkFrames<'a, S> {
         }
         if self.src.has_sparse_rows() {
             let valid = self.src.valid_keys(id.batch);
-            self.src
-                .for_each_sparse_row(id, buf, |i, q, listed, scores| {
-                    select_top_sparse(listed, scores, valid, k, sel);
-                    let best = &sel.best;
-                    write(i, q, best, &|j, p| {
-                        key_score(best[j]).unwrap_or_else(|| sparse_score(listed, scores, p))
-                    });
-                })?;
+            self.src.for_each_sparse_row(id, buf, |i, q, row| {
+                select_top_sparse_row(row, valid, k, sel);
+                let best = &sel.best;
+                write(i, q, best, &|j, p| {
+                    key_score(best[j]).unwrap_or_else(|| row.score_at(p))
+                });
+            })?;
         } else {
             self.src.for_each_query_row(id, buf, |i, q, row| {
                 select_top(row, keys, k, sel);
