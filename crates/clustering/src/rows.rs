@@ -22,7 +22,7 @@ impl RowSet {
     fn keeps(self, position: u32) -> bool {
         match self {
             RowSet::All => true,
-            RowSet::Even => position % 2 == 0,
+            RowSet::Even => position.is_multiple_of(2),
             RowSet::Odd => position % 2 == 1,
         }
     }

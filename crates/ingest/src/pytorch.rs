@@ -789,7 +789,7 @@ impl<'a> Unpickler<'a> {
     }
 
     fn set_items(&mut self, dict: &mut Value, items: Vec<Value>) -> Result<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.err("the pickle sets a dict key without a value"));
         }
         let depth = items.iter().map(Value::depth).max().unwrap_or(0) + 1;

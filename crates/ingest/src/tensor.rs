@@ -794,7 +794,7 @@ impl TensorFile {
             return self.read_storage_at(base + offset, buf);
         }
         let w = self.element.size();
-        if offset % w as u64 != 0 || buf.len() % w != 0 {
+        if !offset.is_multiple_of(w as u64) || !buf.len().is_multiple_of(w) {
             bail!(&self.path, "internal: read not on element boundaries");
         }
         let mut v = offset / w as u64;
@@ -883,7 +883,7 @@ impl TensorFile {
             Placement::Region { base } => base + offset,
             Placement::Parts { .. } => {
                 let w = self.element.size() as u64;
-                if offset % w != 0 || len as u64 % w != 0 {
+                if !offset.is_multiple_of(w) || !(len as u64).is_multiple_of(w) {
                     return Ok(None);
                 }
                 let (at, run) = self.locate(offset / w)?;

@@ -206,6 +206,11 @@ fn candidates_by_lane_maxima(
     cand: &mut Vec<u64>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        return unsafe { candidates_avx512(row, offset, k, maxima, cand) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
         return unsafe { candidates_avx2(row, offset, k, maxima, cand) };
@@ -225,6 +230,60 @@ unsafe fn candidates_avx2(
     cand: &mut Vec<u64>,
 ) -> bool {
     candidates(row, offset, k, maxima, cand)
+}
+
+/// [`candidates`] compiled for AVX-512, without a branch per block: each block's hits are
+/// one mask register, and the positions it selects are compressed into a small buffer (a
+/// register compress and a full store, however many hit) whose keys are made afterwards.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn candidates_avx512(
+    row: &[f32],
+    offset: u32,
+    k: usize,
+    maxima: &mut Vec<f32>,
+    cand: &mut Vec<u64>,
+) -> bool {
+    use std::arch::x86_64::{
+        _mm512_add_epi32, _mm512_cmp_ps_mask, _mm512_loadu_ps, _mm512_maskz_compress_epi32,
+        _mm512_set1_epi32, _mm512_set1_ps, _mm512_setr_epi32, _mm512_storeu_si512, _CMP_GE_OQ,
+    };
+    const SEGMENT: usize = 16 * BLOCK;
+    let start = cand.len();
+    let floor = lane_floor(row, k, maxima);
+    let f = _mm512_set1_ps(floor);
+    let step = _mm512_set1_epi32(BLOCK as i32);
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    // Room for a segment's hits and one more full store.
+    let mut hits = [0u32; SEGMENT + BLOCK];
+    for (s, segment) in row.chunks(SEGMENT).enumerate() {
+        let first = s * SEGMENT;
+        let mut at = _mm512_add_epi32(_mm512_set1_epi32(first as i32), lanes);
+        let mut n = 0;
+        let mut blocks = segment.chunks_exact(BLOCK);
+        for block in &mut blocks {
+            // SAFETY: a block is 16 floats; n ≤ SEGMENT − BLOCK before a block's store, so
+            // the 16 lanes written at n stay inside `hits`.
+            unsafe {
+                let m = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(_mm512_loadu_ps(block.as_ptr()), f);
+                let packed = _mm512_maskz_compress_epi32(m, at);
+                _mm512_storeu_si512(hits.as_mut_ptr().add(n).cast(), packed);
+                n += m.count_ones() as usize;
+            }
+            at = _mm512_add_epi32(at, step);
+        }
+        let tail_start = first + segment.len() - blocks.remainder().len();
+        for (i, &x) in blocks.remainder().iter().enumerate() {
+            hits[n] = (tail_start + i) as u32;
+            n += usize::from(x >= floor);
+        }
+        cand.extend(
+            hits[..n]
+                .iter()
+                .map(|&i| rank_key(row[i as usize], offset + i)),
+        );
+    }
+    cand.len() - start >= k
 }
 
 #[inline(always)]
