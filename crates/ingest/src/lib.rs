@@ -66,7 +66,7 @@ pub use annotations::{mask_positions, Annotations, QueryPositions};
 pub use dtype::{Dtype, Element};
 pub use error::{IngestError, Result};
 pub use inspect::{summarize, HeadRowSums, TensorSummary};
-pub use kernels::{add_row_f64, ln_f32};
+pub use kernels::{add_row_f64, ln_f32, ln_f32_by, mul_add};
 pub use layout::Layout;
 pub use names::natural_cmp;
 pub use reduced::{ReducedInput, ReducedLayer};
