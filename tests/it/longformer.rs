@@ -96,6 +96,43 @@ fn longformer_sparse_rows_equal_the_dense_path() {
     }
 }
 
+/// A file's rows are read in place from a map of it, a stream's into a buffer: the frames
+/// must be the same bytes.
+#[test]
+fn mapped_and_read_longformer_rows_give_the_same_frames() {
+    let d = tempfile::tempdir().unwrap();
+    for analysis in [vec!["topk", "-k", "5"], vec!["received"], vec!["headstats"]] {
+        let mut outputs = Vec::new();
+        for (n, attn) in [lf("multi", "attentions.npy"), "-".into()]
+            .iter()
+            .enumerate()
+        {
+            let out = d.path().join(format!("{n}.csv"));
+            let mut args: Vec<String> = analysis.iter().map(|s| s.to_string()).collect();
+            args.extend([
+                "--attn".into(),
+                attn.clone(),
+                "--global-attn".into(),
+                lf("multi", "global_attentions.npy"),
+                "--global-mask".into(),
+                lf("multi", "global_attention_mask.npy"),
+                "--attention-mask".into(),
+                lf("multi", "attention_mask.npy"),
+                "-o".into(),
+                out.to_str().unwrap().into(),
+            ]);
+            let stdin = std::fs::File::open(lf("multi", "attentions.npy")).unwrap();
+            let o = bin().args(&args).stdin(stdin).output().unwrap();
+            assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+            outputs.push(std::fs::read(out).unwrap());
+        }
+        assert!(
+            outputs[0] == outputs[1],
+            "{analysis:?}: mapped and read rows differ"
+        );
+    }
+}
+
 /// Two CSV texts with the same cells, numbers equal within relative `tol`.
 fn assert_csv_close(a: &str, b: &str, tol: f64) {
     let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());

@@ -75,7 +75,7 @@ pub use selection::parse_selection;
 pub use source::{row_blocks, AttentionSource, Dims, SlabBuffer, SlabId, SourceOptions, TokenSpec};
 pub use sparse_row::SparseRow;
 pub use steps::GenerationSteps;
-pub use tensor::{Container, SharedArray, TensorFile, TensorInput};
+pub use tensor::{Container, MappedF32, SharedArray, TensorFile, TensorInput};
 pub use tokens::{Tokens, Vocab};
 pub use wordrule::{is_special, word_pieces, Piece};
 pub use words::{group_words, Word, WordFrom, WordMerged};

@@ -871,6 +871,28 @@ impl TensorFile {
         Ok(())
     }
 
+    /// The whole data of a little-endian f32 tensor stored as one region of a file, mapped
+    /// once for reading in place (None otherwise: other dtypes, streams, memory, stacked
+    /// parts). On kernels whose page cache holds large folios (Linux 6.16+ on ext4, XFS) a
+    /// fault maps megabytes, so rows read from the map cost no copy where `read_f32` copies
+    /// every byte; readers [`release`](MappedF32::release) what they are done with, which
+    /// keeps resident memory bounded.
+    pub fn map_f32(&self) -> Result<Option<MappedF32>> {
+        if self.element != Element::little(Dtype::F32) || !cfg!(target_endian = "little") {
+            return Ok(None);
+        }
+        if !matches!(self.placement, Placement::Region { .. }) {
+            return Ok(None);
+        }
+        let len = self.shape.iter().product::<usize>() * 4;
+        let Some(map) = self.map(0, len)? else {
+            return Ok(None);
+        };
+        Ok((map.as_ptr() as usize)
+            .is_multiple_of(4)
+            .then_some(MappedF32 { map }))
+    }
+
     /// Maps `len` bytes starting `offset` bytes into the data, when they are one region of a
     /// file (None for streams, in-memory data, and ranges that cross stacked arrays or the
     /// gaps of a strided view). The map is released when dropped, so a caller that maps one
@@ -1136,4 +1158,55 @@ fn read_npy_header(
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<()> {
     r.read_exact(buf)
+}
+
+/// A little-endian f32 tensor's data mapped from its file (see [`TensorFile::map_f32`]).
+pub struct MappedF32 {
+    map: memmap2::Mmap,
+}
+
+/// What [`MappedF32::release`] rounds to: the size of a huge page, so that releasing a range
+/// never splits one that another reader is on.
+const RELEASE_ALIGN: usize = 2 << 20;
+
+impl MappedF32 {
+    /// The tensor's elements in C order.
+    pub fn values(&self) -> &[f32] {
+        // SAFETY: the map is 4-byte aligned (checked when made), any 4 bytes are a valid
+        // f32, and the length is whole elements.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr() as *const f32, self.map.len() / 4) }
+    }
+
+    /// Gives the pages of elements `range` back to the page cache (the process's mapping of
+    /// them is dropped; a later read faults them in again), rounded to 2 MiB: the start down,
+    /// the end down too unless `to_end`, when it rounds up. Resident memory then stays the
+    /// ranges readers are on, not all that was read. Returns the element where the released
+    /// pages end, the start of the next call for a reader going forward.
+    pub fn release(&self, range: std::ops::Range<usize>, to_end: bool) -> usize {
+        let base = self.map.as_ptr() as usize;
+        let start = (base + range.start * 4) / RELEASE_ALIGN * RELEASE_ALIGN;
+        let end = base + range.end * 4;
+        let end = if to_end {
+            end.div_ceil(RELEASE_ALIGN) * RELEASE_ALIGN
+        } else {
+            end / RELEASE_ALIGN * RELEASE_ALIGN
+        };
+        let (start, end) = (
+            start.max(base) - base,
+            end.min(base + self.map.len()) - base,
+        );
+        if start < end {
+            // SAFETY: the map is a read-only shared map of a file: dropping its pages loses
+            // nothing (they are read back from the page cache), and readers holding slices of
+            // them read the same bytes again. A failure only leaves the pages mapped.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
+        }
+        (end / 4).max(range.start)
+    }
 }

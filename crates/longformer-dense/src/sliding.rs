@@ -1,13 +1,16 @@
 use std::path::Path;
 
 use ingest::{
-    mask_positions, row_blocks, Annotations, Dims, IngestError, Result, RowSource, SlabBuffer,
-    SlabId, SourceOptions, SparseRow, TensorFile, TensorInput,
+    mask_positions, row_blocks, Annotations, Dims, IngestError, MappedF32, Result, RowSource,
+    SlabBuffer, SlabId, SourceOptions, SparseRow, TensorFile, TensorInput,
 };
 
 /// HF Longformer sliding-window + global attention, read slab by slab as attention rows.
 pub struct SlidingWindowAttention {
     pub sliding: TensorFile,
+    /// The sliding tensor mapped, when its rows can be read in place (see
+    /// [`TensorFile::map_f32`]).
+    sliding_map: Option<MappedF32>,
     /// The global tensor; `None` when there are no global tokens (x = 0).
     pub global: Option<TensorFile>,
     dims: Dims,
@@ -136,6 +139,7 @@ impl SlidingWindowAttention {
             }
         }
         Ok(SlidingWindowAttention {
+            sliding_map: sliding.map_f32()?,
             sliding,
             global,
             dims,
@@ -367,24 +371,36 @@ impl SlidingWindowAttention {
                 .check_finite(&global.path, s, 0, x, extra)?;
         }
         let queries = self.valid_queries(s.batch);
-        // Blocks of rows read into one reused buffer (straight into f32 when the file holds
-        // little-endian f32): faster than mapping a slab, whose page faults and unmapping
-        // cost more than the copy, and resident memory stays one block a thread.
+        // Blocks of rows read in place from the map, or read into one reused buffer (straight
+        // into f32 when the file holds little-endian f32) where there is none; the map's
+        // pages are released behind the reader, so resident memory stays a few blocks.
         let per_block = ((1 << 16) / width).max(1);
         let extra: &[f32] = extra;
+        let slab_start = slab as usize * n * width;
+        let mut released = slab_start;
         for (run, first, last) in row_blocks(queries, per_block) {
-            values.resize((last + 1 - first) * width, 0.0);
-            self.sliding.read_f32(
-                (slab * n as u64 + first as u64) * width as u64,
-                values,
-                bytes,
-            )?;
+            let start = slab_start + first * width;
+            let len = (last + 1 - first) * width;
+            let rows: &[f32] = match &self.sliding_map {
+                Some(map) => &map.values()[start..start + len],
+                None => {
+                    values.resize(len, 0.0);
+                    self.sliding.read_f32(start as u64, values, bytes)?;
+                    values
+                }
+            };
             self.annotations
-                .check_finite(&self.sliding.path, s, first, width, values)?;
+                .check_finite(&self.sliding.path, s, first, width, rows)?;
             for i in run {
                 let q = queries[i] as usize;
-                f(i, q, raw_row(globals, extra, values, q, first, width));
+                f(i, q, raw_row(globals, extra, rows, q, first, width));
             }
+            if let Some(map) = &self.sliding_map {
+                released = map.release(released..start + len, false);
+            }
+        }
+        if let Some(map) = &self.sliding_map {
+            map.release(released..slab_start + n * width, true);
         }
         Ok(())
     }
