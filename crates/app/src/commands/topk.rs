@@ -59,7 +59,7 @@ pub(crate) fn topk_into(
     rows: &Rows<'_>,
     o: &TopkOptions,
     output: &OutputOptions,
-    out: &mut impl FrameOut,
+    out: &mut (impl FrameOut + Send),
     progress: &dyn Progress,
 ) -> Result<DataFrame> {
     let spans = rows.spans();
@@ -75,8 +75,14 @@ pub(crate) fn topk_into(
     )?;
     progress.start(frames.progress().1 as u64, "slabs");
     let empty = with_pieces(frames.empty()?, &spans)?;
-    while let Some(chunk) = frames.next() {
-        out.put(with_pieces(chunk?, &spans)?)?;
+    // Chunk i is written while chunk i + 1 is computed: the writer's columns and the
+    // next slabs share the threads, so neither phase leaves a core idle.
+    let mut next = frames.next();
+    while let Some(chunk) = next {
+        let chunk = with_pieces(chunk?, &spans)?;
+        let (put, following) = rayon::join(|| out.put(chunk), || frames.next());
+        put?;
+        next = following;
         advance(progress, frames.progress().0 as u64)?;
     }
     progress.finish();
