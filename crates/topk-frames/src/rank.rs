@@ -206,8 +206,10 @@ fn candidates_by_lane_maxima(
     cand: &mut Vec<u64>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, checked just above.
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("popcnt")
+    {
+        // SAFETY: the CPU has AVX-512F and POPCNT, checked just above.
         return unsafe { candidates_avx512(row, offset, k, maxima, cand) };
     }
     #[cfg(target_arch = "x86_64")]
@@ -236,7 +238,7 @@ unsafe fn candidates_avx2(
 /// one mask register, and the positions it selects are compressed into a small buffer (a
 /// register compress and a full store, however many hit) whose keys are made afterwards.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,popcnt")]
 unsafe fn candidates_avx512(
     row: &[f32],
     offset: u32,
@@ -250,7 +252,13 @@ unsafe fn candidates_avx512(
     };
     const SEGMENT: usize = 16 * BLOCK;
     let start = cand.len();
-    let floor = lane_floor(row, k, maxima);
+    // SAFETY (the three calls): the CPU has AVX-512F, as this function requires.
+    let floor = match lanes_for(k) {
+        16 => unsafe { floor_by_registers::<1>(row, k) },
+        32 => unsafe { floor_by_registers::<2>(row, k) },
+        64 => unsafe { floor_by_registers::<4>(row, k) },
+        _ => lane_floor(row, k, maxima),
+    };
     let f = _mm512_set1_ps(floor);
     let step = _mm512_set1_epi32(BLOCK as i32);
     let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -284,6 +292,55 @@ unsafe fn candidates_avx512(
         );
     }
     cand.len() - start >= k
+}
+
+/// [`floor_by_lanes`] for 16·R lanes in R AVX-512 registers: the same maxima (`vmaxps`
+/// keeps the running maximum where the entry is NaN, as `if x > m` does), counted with
+/// masked adds, so the same floor.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn floor_by_registers<const R: usize>(row: &[f32], k: usize) -> f32 {
+    use std::arch::x86_64::{
+        _mm512_cmp_ps_mask, _mm512_cmpge_epi32_mask, _mm512_loadu_ps, _mm512_mask_add_epi32,
+        _mm512_mask_max_ps, _mm512_max_ps, _mm512_reduce_max_ps, _mm512_set1_epi32, _mm512_set1_ps,
+        _mm512_setzero_si512, _mm512_storeu_ps, _CMP_LE_OQ,
+    };
+    let mut lanes = [_mm512_set1_ps(f32::NEG_INFINITY); R];
+    let mut parts = row.chunks_exact(BLOCK * R);
+    for part in &mut parts {
+        for (r, m) in lanes.iter_mut().enumerate() {
+            // SAFETY: a part is 16·R floats; register r loads its r-th 16.
+            *m = _mm512_max_ps(unsafe { _mm512_loadu_ps(part.as_ptr().add(BLOCK * r)) }, *m);
+        }
+    }
+    let mut maxima = [f32::NEG_INFINITY; 64];
+    for (r, m) in lanes.iter().enumerate() {
+        // SAFETY: 16·R ≤ 64 floats are stored.
+        unsafe { _mm512_storeu_ps(maxima.as_mut_ptr().add(BLOCK * r), *m) };
+    }
+    for (m, &x) in maxima.iter_mut().zip(parts.remainder()) {
+        *m = if x > *m { x } else { *m };
+    }
+    for (r, m) in lanes.iter_mut().enumerate() {
+        // SAFETY: as the stores above.
+        *m = unsafe { _mm512_loadu_ps(maxima.as_ptr().add(BLOCK * r)) };
+    }
+    let (one, mut reached) = (_mm512_set1_epi32(1), [_mm512_setzero_si512(); R]);
+    for &x in &maxima[..BLOCK * R] {
+        let x = _mm512_set1_ps(x);
+        for (c, &m) in reached.iter_mut().zip(&lanes) {
+            *c = _mm512_mask_add_epi32(*c, _mm512_cmp_ps_mask::<_CMP_LE_OQ>(m, x), *c, one);
+        }
+    }
+    let (k, mut floor) = (
+        _mm512_set1_epi32(k as i32),
+        _mm512_set1_ps(f32::NEG_INFINITY),
+    );
+    for (&c, &m) in reached.iter().zip(&lanes) {
+        floor = _mm512_mask_max_ps(floor, _mm512_cmpge_epi32_mask(c, k), floor, m);
+    }
+    _mm512_reduce_max_ps(floor)
 }
 
 #[inline(always)]
@@ -465,6 +522,30 @@ mod tests {
             }
             maxima.sort_by(|a, b| b.total_cmp(a));
             prop_assert_eq!(floor_by_lanes::<16>(&row, k), maxima[k - 1]);
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[test]
+        fn register_floors_are_the_lane_floors(
+            row in prop::collection::vec(prop_oneof![Just(0.5f32), Just(f32::NAN), Just(-0.0f32), -1.0f32..1.0], 1..300),
+            k in 1usize..16,
+        ) {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F, checked just above.
+                let got = unsafe {
+                    [
+                        floor_by_registers::<1>(&row, k),
+                        floor_by_registers::<2>(&row, k),
+                        floor_by_registers::<4>(&row, k),
+                    ]
+                };
+                let want = [
+                    floor_by_lanes::<16>(&row, k),
+                    floor_by_lanes::<32>(&row, k),
+                    floor_by_lanes::<64>(&row, k),
+                ];
+                prop_assert_eq!(got.map(f32::to_bits), want.map(f32::to_bits));
+            }
         }
 
         #[test]
