@@ -548,6 +548,35 @@ mod tests {
             }
         }
 
+        #[cfg(target_arch = "x86_64")]
+        #[test]
+        fn every_copy_of_the_candidate_search_finds_the_same_candidates(
+            row in prop::collection::vec(prop_oneof![Just(0.5f32), Just(f32::NAN), -1.0f32..1.0], 64..1100),
+            k in 1usize..40,
+            offset in 0u32..5000,
+        ) {
+            use std::arch::is_x86_feature_detected as has;
+            let search = |copy: usize| {
+                let (mut maxima, mut cand) = (Vec::new(), vec![7]);
+                // SAFETY: each copy runs only where the CPU has its features, checked below.
+                let enough = unsafe {
+                    match copy {
+                        0 => candidates(&row, offset, k, &mut maxima, &mut cand),
+                        1 => candidates_avx2(&row, offset, k, &mut maxima, &mut cand),
+                        _ => candidates_avx512(&row, offset, k, &mut maxima, &mut cand),
+                    }
+                };
+                (enough, cand)
+            };
+            let portable = search(0);
+            if has!("avx2") {
+                prop_assert_eq!(&search(1), &portable);
+            }
+            if has!("avx512f") && has!("popcnt") {
+                prop_assert_eq!(&search(2), &portable);
+            }
+        }
+
         #[test]
         fn keys_give_back_their_scores(x in any::<f32>(), p in any::<u32>()) {
             match key_score(rank_key(x, p)) {
