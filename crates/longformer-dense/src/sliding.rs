@@ -237,11 +237,12 @@ impl RowSource for SlidingWindowAttention {
         })
     }
 
-    /// The window and the global slots in key order, O(x + w) a row. When no global key or
-    /// padding falls inside the window and no head importance scales it, the row is lent as
-    /// stored — the global slots before the window, the window, the global slots after it —
-    /// without a copy; otherwise its entries are merged into a list. The same sums, in the
-    /// same order, as the dense row of [`for_each_query_row`](Self::for_each_query_row).
+    /// The window and the global slots in key order, O(x + w) a row. When no key is padding
+    /// and no head importance scales the row, the window after its last global key is lent
+    /// as stored (the whole window when no global key falls inside it), between the merged
+    /// entries before it and the global slots after it; otherwise every entry is merged into
+    /// a list. The same sums, in the same order, as the dense row of
+    /// [`for_each_query_row`](Self::for_each_query_row).
     fn for_each_sparse_row(
         &self,
         s: SlabId,
@@ -285,22 +286,19 @@ impl RowSource for SlidingWindowAttention {
                     let before = globals.partition_point(|&g| (g as usize) < first);
                     let inside = globals.partition_point(|&g| (g as usize) < end);
                     let window = &local[x + lo..x + hi];
-                    if lent && before == inside {
-                        let row = SparseRow {
-                            before_keys: &globals[..before],
-                            before_scores: &local[..before],
-                            run_start: first as u32,
-                            run: window,
-                            after_keys: &globals[inside..],
-                            after_scores: &local[inside..globals.len()],
-                        };
-                        return f(i, q as u32, row);
-                    }
+                    // The global keys before the window and the window up to its last global
+                    // key (where the two add) are merged into the list; the rest of the
+                    // window is lent, when it can be, else merged too.
+                    let split = match (lent, inside.checked_sub(1)) {
+                        (false, _) => window.len(),
+                        (true, Some(last)) if last >= before => globals[last] as usize + 1 - first,
+                        (true, _) => 0,
+                    };
                     for (t, &g) in globals.iter().enumerate().take(before) {
                         push(keys, scores, g as usize, 0.0 + local[t]);
                     }
                     let mut t = before;
-                    for (c, &w) in window.iter().enumerate() {
+                    for (c, &w) in window[..split].iter().enumerate() {
                         let k = first + c;
                         let mut v = 0.0 + w;
                         if t < inside && globals[t] as usize == k {
@@ -308,6 +306,17 @@ impl RowSource for SlidingWindowAttention {
                             t += 1;
                         }
                         push(keys, scores, k, v);
+                    }
+                    if lent {
+                        let row = SparseRow {
+                            before_keys: keys,
+                            before_scores: scores,
+                            run_start: (first + split) as u32,
+                            run: &window[split..],
+                            after_keys: &globals[inside..],
+                            after_scores: &local[inside..globals.len()],
+                        };
+                        return f(i, q as u32, row);
                     }
                     for (t, &g) in globals.iter().enumerate().skip(inside) {
                         push(keys, scores, g as usize, 0.0 + local[t]);
