@@ -218,14 +218,25 @@ pub fn non_finite(path: &Path, s: SlabId, query: usize, key: usize, value: f32) 
 }
 
 /// True when no value is NaN or ±Inf; written so that the compiler vectorises it (an early
-/// exit per value, as `position` has, is several times slower on a hot path). An AVX2 copy
-/// is chosen at run time.
+/// exit per value, as `position` has, is several times slower on a hot path). AVX-512 and
+/// AVX2 copies are chosen at run time.
 fn all_finite(values: &[f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        return unsafe { all_finite_avx512(values) };
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
         return unsafe { all_finite_avx2(values) };
     }
+    all_finite_portable(values)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn all_finite_avx512(values: &[f32]) -> bool {
     all_finite_portable(values)
 }
 
@@ -239,7 +250,7 @@ unsafe fn all_finite_avx2(values: &[f32]) -> bool {
 /// operations only, which vectorise without the comparisons' masks.
 #[inline(always)]
 fn all_finite_portable(values: &[f32]) -> bool {
-    values.chunks(64).all(|c| {
+    values.chunks(256).all(|c| {
         c.iter()
             .fold(0u32, |most, v| most.max(v.to_bits() & 0x7fff_ffff))
             < 0x7f80_0000
