@@ -1169,6 +1169,10 @@ pub struct MappedF32 {
 /// never splits one that another reader is on.
 const RELEASE_ALIGN: usize = 2 << 20;
 
+/// The least [`MappedF32::release`] gives back before a range's end: each call interrupts the
+/// other threads to flush their TLBs, so it waits for 16 MiB rather than 2.
+const RELEASE_BATCH: usize = 16 << 20;
+
 impl MappedF32 {
     /// The tensor's elements in C order.
     pub fn values(&self) -> &[f32] {
@@ -1179,9 +1183,10 @@ impl MappedF32 {
 
     /// Gives the pages of elements `range` back to the page cache (the process's mapping of
     /// them is dropped; a later read faults them in again), rounded to 2 MiB: the start down,
-    /// the end down too unless `to_end`, when it rounds up. Resident memory then stays the
-    /// ranges readers are on, not all that was read. Returns the element where the released
-    /// pages end, the start of the next call for a reader going forward.
+    /// the end down too unless `to_end`, when it rounds up; nothing before 16 MiB have
+    /// gathered, unless `to_end`. Resident memory then stays within 16 MiB of the ranges
+    /// readers are on, not all that was read. Returns the element where the released pages
+    /// end, the start of the next call for a reader going forward.
     pub fn release(&self, range: std::ops::Range<usize>, to_end: bool) -> usize {
         let base = self.map.as_ptr() as usize;
         let start = (base + range.start * 4) / RELEASE_ALIGN * RELEASE_ALIGN;
@@ -1195,6 +1200,9 @@ impl MappedF32 {
             start.max(base) - base,
             end.min(base + self.map.len()) - base,
         );
+        if !to_end && end < start + RELEASE_BATCH {
+            return range.start;
+        }
         if start < end {
             // SAFETY: the map is a read-only shared map of a file: dropping its pages loses
             // nothing (they are read back from the page cache), and readers holding slices of
