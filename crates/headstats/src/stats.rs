@@ -231,9 +231,11 @@ pub fn head_stats(
     }
 }
 
-/// The smoothed entropy term −s·ln s of an entry that is 0 before smoothing (s = the floor).
+/// The smoothed entropy term −s·ln s of an entry that is 0 before smoothing (s = the floor),
+/// through the row kernel: the same logarithm (fused where the CPU has FMA) as the zeros of a
+/// dense row get, so sparse and dense rows sum the same terms.
 fn zero_entry_entropy(floor: f32) -> f64 {
-    -(floor * ingest::ln_f32(floor)) as f64
+    kernel::row_sums(&[0.0], None, 0, SMOOTH_SCALE, floor).entropy
 }
 
 /// [`one_head`] on sparse rows (Longformer's window): every statistic in O(entries) a row,
