@@ -23,44 +23,47 @@ const LANES: usize = 8;
 /// The sums of `values` (the row's scores at consecutive keys `first_key, first_key + 1, …`
 /// when `first_key` is given) for the query at position `q`.
 pub fn row_sums(values: &[f32], first_key: Option<u32>, q: u32, scale: f32, floor: f32) -> RowSums {
+    let spec = RowSpec {
+        first_key,
+        q,
+        scale,
+        floor,
+    };
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512vl") && std::arch::is_x86_feature_detected!("fma")
     {
         // SAFETY: the CPU has AVX-512VL and FMA, checked just above.
-        return unsafe { row_sums_avx512(values, first_key, q, scale, floor) };
+        return unsafe { row_sums_avx512(values, spec) };
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        return unsafe { row_sums_avx2(values, first_key, q, scale, floor) };
+        return unsafe { row_sums_avx2(values, spec) };
     }
-    row_sums_lanes::<false>(values, first_key, q, scale, floor)
+    row_sums_lanes::<false>(values, spec)
+}
+
+/// [`row_sums`]' arguments besides the values.
+#[derive(Debug, Clone, Copy)]
+struct RowSpec {
+    first_key: Option<u32>,
+    q: u32,
+    scale: f32,
+    floor: f32,
 }
 
 /// [`row_sums_lanes`] with AVX-512's 32 vector registers, where the logarithm's constants and
 /// the lanes' sums all stay: the same eight lanes and operations as the AVX2 copy.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,fma")]
-unsafe fn row_sums_avx512(
-    values: &[f32],
-    first_key: Option<u32>,
-    q: u32,
-    scale: f32,
-    floor: f32,
-) -> RowSums {
-    row_sums_lanes::<true>(values, first_key, q, scale, floor)
+unsafe fn row_sums_avx512(values: &[f32], spec: RowSpec) -> RowSums {
+    row_sums_lanes::<true>(values, spec)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn row_sums_avx2(
-    values: &[f32],
-    first_key: Option<u32>,
-    q: u32,
-    scale: f32,
-    floor: f32,
-) -> RowSums {
-    row_sums_lanes::<true>(values, first_key, q, scale, floor)
+unsafe fn row_sums_avx2(values: &[f32], spec: RowSpec) -> RowSums {
+    row_sums_lanes::<true>(values, spec)
 }
 
 /// Values per block: within a block the lanes add in f32 (a block's partial sums are small),
@@ -68,13 +71,13 @@ unsafe fn row_sums_avx2(
 const BLOCK: usize = 128;
 
 #[inline(always)]
-fn row_sums_lanes<const FUSED: bool>(
-    values: &[f32],
-    first_key: Option<u32>,
-    q: u32,
-    scale: f32,
-    floor: f32,
-) -> RowSums {
+fn row_sums_lanes<const FUSED: bool>(values: &[f32], spec: RowSpec) -> RowSums {
+    let RowSpec {
+        first_key,
+        q,
+        scale,
+        floor,
+    } = spec;
     let base = first_key.map_or(0.0, |k| k as f32) - q as f32;
     // `f32::max` skips NaN, so a NaN start stays only where every value is NaN.
     let mut out = RowSums {
@@ -90,13 +93,13 @@ fn row_sums_lanes<const FUSED: bool>(
         let tail = chunks.remainder();
         let offset = (b * BLOCK) as f32 + base;
         for (c, chunk) in chunks.enumerate() {
-            let at = (c * LANES) as f32 + offset;
+            let from_q = (c * LANES) as f32 + offset;
             for l in 0..LANES {
                 let a = chunk[l];
                 let s = mul_add::<FUSED>(scale, a, floor);
                 entropy[l] = mul_add::<FUSED>(-s, ln_f32_by::<FUSED>(s), entropy[l]);
                 total[l] += a;
-                distance[l] = mul_add::<FUSED>(a, (at + l as f32).abs(), distance[l]);
+                distance[l] = mul_add::<FUSED>(a, (from_q + l as f32).abs(), distance[l]);
                 max[l] = max[l].max(a);
             }
         }
@@ -134,12 +137,17 @@ mod tests {
             .map(|i| ((i * 7919) % 1009) as f32 / 4e5)
             .collect();
         for n in [7, 128, 1025] {
-            let (v, floor) = (&values[..n], 1e-4 / n as f32);
+            let spec = RowSpec {
+                first_key: Some(3),
+                q: 500,
+                scale: 0.9999,
+                floor: 1e-4 / n as f32,
+            };
             // SAFETY: the CPU has AVX-512VL and FMA (so AVX2), checked above.
             let (a, b) = unsafe {
                 (
-                    row_sums_avx2(v, Some(3), 500, 0.9999, floor),
-                    row_sums_avx512(v, Some(3), 500, 0.9999, floor),
+                    row_sums_avx2(&values[..n], spec),
+                    row_sums_avx512(&values[..n], spec),
                 )
             };
             assert_eq!(a, b);

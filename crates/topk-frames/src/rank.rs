@@ -67,40 +67,37 @@ fn lanes_for(k: usize) -> usize {
 /// Fills `sel.best` with the keys of the `k` best entries of `row` (restricted to `keys`
 /// when given: the positions to consider, ascending), best first.
 pub fn select_top(row: &[f32], keys: Option<&[u32]>, k: usize, sel: &mut Selection) {
-    let best = &mut sel.best;
-    best.clear();
+    sel.best.clear();
     let n = keys.map_or(row.len(), <[u32]>::len);
     let k = k.min(n);
     if k == 0 {
         return;
     }
     match keys {
-        Some(ks) => best.extend(ks.iter().map(|&p| rank_key(row[p as usize], p))),
+        Some(ks) => sel
+            .best
+            .extend(ks.iter().map(|&p| rank_key(row[p as usize], p))),
         None => {
-            if !push_candidates(row, 0, k, &mut sel.maxima, best) {
-                best.clear();
-                best.extend(row.iter().enumerate().map(|(p, &x)| rank_key(x, p as u32)));
+            if !push_candidates(row, 0, k, sel) {
+                sel.best.clear();
+                sel.best
+                    .extend(row.iter().enumerate().map(|(p, &x)| rank_key(x, p as u32)));
             }
         }
     }
-    keep_best(best, k);
+    keep_best(&mut sel.best, k);
 }
 
-/// Pushes onto `cand` the keys of the entries of `row` (at positions `offset + i`) that can
-/// be among its k best: every entry of a short row, else those that reach the lane-maxima
-/// floor. False when fewer than k qualify (a row with NaN), some pushed already.
-fn push_candidates(
-    row: &[f32],
-    offset: u32,
-    k: usize,
-    maxima: &mut Vec<f32>,
-    cand: &mut Vec<u64>,
-) -> bool {
+/// Pushes onto `sel.best` the keys of the entries of `row` (at positions `offset + i`) that
+/// can be among its k best: every entry of a short row, else those that reach the
+/// lane-maxima floor. False when fewer than k qualify (a row with NaN), some pushed already.
+fn push_candidates(row: &[f32], offset: u32, k: usize, sel: &mut Selection) -> bool {
     if row.len() < 2 * lanes_for(k) {
-        cand.extend((offset..).zip(row).map(|(p, &x)| rank_key(x, p)));
+        sel.best
+            .extend((offset..).zip(row).map(|(p, &x)| rank_key(x, p)));
         return true;
     }
-    candidates_by_lane_maxima(row, offset, k, maxima, cand)
+    candidates_by_lane_maxima(row, offset, k, sel)
 }
 
 /// Sorts `keys` (distinct) best first and keeps `k` of them: a few are ranked by counting,
@@ -201,9 +198,9 @@ pub fn select_top_sparse(
 pub fn select_top_sparse_row(row: SparseRow<'_>, valid: &[u32], k: usize, sel: &mut Selection) {
     let k = k.min(valid.len());
     if k > 0 && row.run.len() >= k {
-        let best = &mut sel.best;
-        best.clear();
-        if push_candidates(row.run, row.run_start, k, &mut sel.maxima, best) {
+        sel.best.clear();
+        if push_candidates(row.run, row.run_start, k, sel) {
+            let best = &mut sel.best;
             let around = [
                 (row.before_keys, row.before_scores),
                 (row.after_keys, row.after_scores),
@@ -236,40 +233,28 @@ pub fn select_top_sparse_row(row: SparseRow<'_>, valid: &[u32], k: usize, sel: &
 /// pass keeps the keys of the entries ≥ the floor (entry i at position `offset + i`) —
 /// usually little more than k. Returns false when fewer than k numbers qualify (a row with
 /// NaN), for the caller to rank every entry.
-fn candidates_by_lane_maxima(
-    row: &[f32],
-    offset: u32,
-    k: usize,
-    maxima: &mut Vec<f32>,
-    cand: &mut Vec<u64>,
-) -> bool {
+fn candidates_by_lane_maxima(row: &[f32], offset: u32, k: usize, sel: &mut Selection) -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("popcnt")
     {
         // SAFETY: the CPU has AVX-512F and POPCNT, checked just above.
-        return unsafe { candidates_avx512(row, offset, k, maxima, cand) };
+        return unsafe { candidates_avx512(row, offset, k, sel) };
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { candidates_avx2(row, offset, k, maxima, cand) };
+        return unsafe { candidates_avx2(row, offset, k, sel) };
     }
-    candidates(row, offset, k, maxima, cand)
+    candidates(row, offset, k, sel)
 }
 
 /// [`candidates`] compiled for AVX2: eight lanes a comparison instead of four, the same
 /// results (maxima and comparisons are exact).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn candidates_avx2(
-    row: &[f32],
-    offset: u32,
-    k: usize,
-    maxima: &mut Vec<f32>,
-    cand: &mut Vec<u64>,
-) -> bool {
-    candidates(row, offset, k, maxima, cand)
+unsafe fn candidates_avx2(row: &[f32], offset: u32, k: usize, sel: &mut Selection) -> bool {
+    candidates(row, offset, k, sel)
 }
 
 /// [`candidates`] compiled for AVX-512, without a branch per block: each block's hits are
@@ -277,18 +262,15 @@ unsafe fn candidates_avx2(
 /// register compress and a full store, however many hit) whose keys are made afterwards.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,popcnt")]
-unsafe fn candidates_avx512(
-    row: &[f32],
-    offset: u32,
-    k: usize,
-    maxima: &mut Vec<f32>,
-    cand: &mut Vec<u64>,
-) -> bool {
+unsafe fn candidates_avx512(row: &[f32], offset: u32, k: usize, sel: &mut Selection) -> bool {
     use std::arch::x86_64::{
         _mm512_add_epi32, _mm512_cmp_ps_mask, _mm512_loadu_ps, _mm512_maskz_compress_epi32,
         _mm512_set1_epi32, _mm512_set1_ps, _mm512_setr_epi32, _mm512_storeu_si512, _CMP_GE_OQ,
     };
     const SEGMENT: usize = 16 * BLOCK;
+    let Selection {
+        best: cand, maxima, ..
+    } = sel;
     let start = cand.len();
     // SAFETY (the three calls): the CPU has AVX-512F, as this function requires.
     let floor = match lanes_for(k) {
@@ -382,13 +364,10 @@ unsafe fn floor_by_registers<const R: usize>(row: &[f32], k: usize) -> f32 {
 }
 
 #[inline(always)]
-fn candidates(
-    row: &[f32],
-    offset: u32,
-    k: usize,
-    maxima: &mut Vec<f32>,
-    cand: &mut Vec<u64>,
-) -> bool {
+fn candidates(row: &[f32], offset: u32, k: usize, sel: &mut Selection) -> bool {
+    let Selection {
+        best: cand, maxima, ..
+    } = sel;
     let start = cand.len();
     let floor = lane_floor(row, k, maxima);
     let mut blocks = row.chunks_exact(BLOCK);
@@ -595,16 +574,16 @@ mod tests {
         ) {
             use std::arch::is_x86_feature_detected as has;
             let search = |copy: usize| {
-                let (mut maxima, mut cand) = (Vec::new(), vec![7]);
+                let mut sel = Selection { best: vec![7], ..Selection::default() };
                 // SAFETY: each copy runs only where the CPU has its features, checked below.
                 let enough = unsafe {
                     match copy {
-                        0 => candidates(&row, offset, k, &mut maxima, &mut cand),
-                        1 => candidates_avx2(&row, offset, k, &mut maxima, &mut cand),
-                        _ => candidates_avx512(&row, offset, k, &mut maxima, &mut cand),
+                        0 => candidates(&row, offset, k, &mut sel),
+                        1 => candidates_avx2(&row, offset, k, &mut sel),
+                        _ => candidates_avx512(&row, offset, k, &mut sel),
                     }
                 };
-                (enough, cand)
+                (enough, sel.best)
             };
             let portable = search(0);
             if has!("avx2") {
