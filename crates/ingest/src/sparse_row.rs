@@ -107,17 +107,6 @@ impl<'a> SparseRow<'a> {
             .copied()
     }
 
-    /// The scores of the listed keys below `p`, in key order.
-    pub fn scores_below(&self, p: u32) -> impl Iterator<Item = f32> + 'a {
-        let cut = |keys: &[u32]| keys.partition_point(|&k| k < p);
-        let run_to = (p.max(self.run_start) - self.run_start) as usize;
-        self.before_scores[..cut(self.before_keys)]
-            .iter()
-            .chain(&self.run[..run_to.min(self.run.len())])
-            .chain(&self.after_scores[..cut(self.after_keys)])
-            .copied()
-    }
-
     /// Σ of the scores at `wanted` (ascending keys), in key order, f64: unlisted keys add 0.
     pub fn sum_at(&self, wanted: &[u32]) -> f64 {
         let listed = |mut sum: f64, keys: &[u32], scores: &[f32], wanted: &[u32]| {
@@ -208,8 +197,6 @@ mod tests {
                 prop_assert_eq!(row.listed_up_to(p), keys.partition_point(|&k| k <= p));
                 let above: Vec<f32> = row.scores_above(p).collect();
                 prop_assert_eq!(&above[..], &scores[keys.partition_point(|&k| k <= p)..]);
-                let below: Vec<f32> = row.scores_below(p).collect();
-                prop_assert_eq!(&below[..], &scores[..keys.partition_point(|&k| k < p)]);
                 let sum: f64 = wanted.iter().map(|&w| keys.binary_search(&w).map_or(0.0, |j| scores[j] as f64)).sum();
                 prop_assert_eq!(row.sum_at(&wanted), sum);
                 for (first, part) in row.runs() {
