@@ -282,7 +282,7 @@ unsafe fn candidates_avx512(row: &[f32], offset: u32, k: usize, sel: &mut Select
     let f = _mm512_set1_ps(floor);
     let step = _mm512_set1_epi32(BLOCK as i32);
     let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    // Room for a segment's hits and one more full store.
+    // Room for a segment's block hits and one more full store.
     let mut hits = [0u32; SEGMENT + BLOCK];
     for (s, segment) in row.chunks(SEGMENT).enumerate() {
         let first = s * SEGMENT;
@@ -300,16 +300,13 @@ unsafe fn candidates_avx512(row: &[f32], offset: u32, k: usize, sel: &mut Select
             }
             at = _mm512_add_epi32(at, step);
         }
-        let tail_start = first + segment.len() - blocks.remainder().len();
-        for (i, &x) in blocks.remainder().iter().enumerate() {
-            hits[n] = (tail_start + i) as u32;
-            n += usize::from(x >= floor);
-        }
         cand.extend(
             hits[..n]
                 .iter()
                 .map(|&i| rank_key(row[i as usize], offset + i)),
         );
+        let end = offset as usize + first + segment.len();
+        push_tail(cand, blocks.remainder(), floor, end);
     }
     cand.len() - start >= k
 }
