@@ -27,6 +27,7 @@
 
 mod arrow;
 mod dataset;
+mod delta;
 mod parquet;
 mod temps;
 mod tokens;

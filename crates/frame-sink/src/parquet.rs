@@ -2,9 +2,10 @@
 //!
 //! polars' own batched writer asks for dictionary encoding on every primitive column and
 //! then decides per chunk, hashing float columns to find out: on a `topk --all` frame that is
-//! most of the write time. Here floats are written plain (scores are nearly unique), integer
-//! and token columns keep dictionary + RLE (constant runs and small ranges compress to almost
-//! nothing), and each row group's columns are encoded and compressed in parallel.
+//! most of the write time. Here floats are written plain (scores are nearly unique), u16 and
+//! u32 columns delta-encoded (runs, small ranges and rank sequences pack to a few bits a
+//! value; [`delta`] makes those pages), token columns keep dictionary + RLE, and each row
+//! group's columns are encoded and compressed in parallel.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use polars_parquet::write::{
 use rayon::prelude::*;
 
 use crate::arrow::record_batch;
+use crate::delta;
 
 pub struct ParquetFrameWriter<W: Write> {
     writer: FileWriter<W>,
@@ -99,7 +101,10 @@ fn encode(
     encoding: &[Encoding],
     options: WriteOptions,
 ) -> PolarsResult<Vec<Vec<CompressedPage>>> {
-    let leaves = array_to_columns(array, field.clone(), options, encoding)?;
+    let leaves = match delta::delta_pages(array, field, encoding, options) {
+        Some(pages) => vec![DynIter::new(pages.into_iter().map(Ok))],
+        None => array_to_columns(array, field.clone(), options, encoding)?,
+    };
     leaves
         .into_iter()
         .map(|pages| {
